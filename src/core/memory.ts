@@ -1,0 +1,79 @@
+// Guest RAM: one memfd mapped MAP_SHARED in the core, laid out the x86 way.
+// RAM fills guest-physical addresses from 0 up to the MMIO hole (3 GiB);
+// what does not fit goes above 4 GiB. The memfd holds the regions back to
+// back, so a device process maps the same fd and finds the same bytes.
+import * as libc from '../sys/libc.js';
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+/** Start of the 32-bit MMIO hole (PCI BARs, IOAPIC, LAPIC). */
+export const MMIO_HOLE_START = 3 * GiB;
+export const FOUR_GIB = 4 * GiB;
+
+export interface MemoryRegion {
+  /** Guest-physical address of the first byte. */
+  gpa: number;
+  size: number;
+  /** Offset of the region in the memfd. */
+  offset: number;
+}
+
+/** Splits `size` bytes of RAM around the MMIO hole. */
+export function ramLayout(size: number): MemoryRegion[] {
+  const low = Math.min(size, MMIO_HOLE_START);
+  const regions: MemoryRegion[] = [{ gpa: 0, size: low, offset: 0 }];
+  if (size > low) regions.push({ gpa: FOUR_GIB, size: size - low, offset: low });
+  return regions;
+}
+
+export class GuestMemory {
+  readonly regions: MemoryRegion[];
+  /** Host address of the mapping of the whole memfd. */
+  readonly hostAddr: bigint;
+  readonly bytes: Uint8Array;
+
+  private constructor(
+    readonly fd: number,
+    readonly size: number,
+  ) {
+    this.regions = ramLayout(size);
+    this.hostAddr = libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd);
+    this.bytes = new Uint8Array(libc.view(this.hostAddr, size));
+  }
+
+  /** Creates `size` bytes of zeroed guest RAM in a new memfd. */
+  static create(size: number): GuestMemory {
+    if (size <= 0 || size % (2 * MiB) !== 0) throw new RangeError('guest memory must be a positive multiple of 2 MiB');
+    const fd = libc.memfdCreate('splitvm-guest-ram');
+    libc.ftruncate(fd, size);
+    return new GuestMemory(fd, size);
+  }
+
+  /** Host address where the region starting at `gpa` is mapped. */
+  hostAddrOf(region: MemoryRegion): bigint {
+    return this.hostAddr + BigInt(region.offset);
+  }
+
+  /** Offset in `bytes` of guest-physical `gpa` for `len` bytes; throws outside RAM. */
+  offsetOf(gpa: number, len: number): number {
+    for (const r of this.regions) {
+      if (gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) return r.offset + (gpa - r.gpa);
+    }
+    throw new RangeError(`guest range 0x${gpa.toString(16)}+0x${len.toString(16)} is not RAM`);
+  }
+
+  /** A live view of `len` bytes of guest RAM at `gpa`. */
+  slice(gpa: number, len: number): Uint8Array {
+    const off = this.offsetOf(gpa, len);
+    return this.bytes.subarray(off, off + len);
+  }
+
+  write(gpa: number, data: Uint8Array): void {
+    this.slice(gpa, data.length).set(data);
+  }
+
+  /** Top of RAM below the MMIO hole. */
+  get lowEnd(): number {
+    return this.regions[0]!.size;
+  }
+}

@@ -1,0 +1,151 @@
+// Host system calls through koffi: the one place where libc is bound.
+// Core and device processes both import from here; every call that can fail
+// goes through `check`, which turns -1 into a SysError carrying errno.
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+export class SysError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call} failed: ${errnoName(errno)}`);
+    this.name = 'SysError';
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 4: 'EINTR', 5: 'EIO', 9: 'EBADF', 11: 'EAGAIN', 12: 'ENOMEM',
+  13: 'EACCES', 14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 21: 'EISDIR',
+  22: 'EINVAL', 24: 'EMFILE', 25: 'ENOTTY', 28: 'ENOSPC', 30: 'EROFS', 38: 'ENOSYS',
+  95: 'EOPNOTSUPP',
+};
+
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
+
+/** Throws SysError when a libc call returned a negative value. */
+export function check<T extends number | bigint>(call: string, ret: T): T {
+  if (ret < 0) throw new SysError(call, koffi.errno());
+  return ret;
+}
+
+export const errno = (): number => koffi.errno();
+
+// ---- file descriptors ----
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECTORY = 0o200000;
+
+const open_ = libc.func('int open(const char *path, int flags, uint32_t mode)');
+const close_ = libc.func('int close(int fd)');
+const read_ = libc.func('intptr_t read(int fd, void *buf, size_t len)');
+const write_ = libc.func('intptr_t write(int fd, void *buf, size_t len)');
+const pread_ = libc.func('intptr_t pread(int fd, void *buf, size_t len, int64_t off)');
+const pwrite_ = libc.func('intptr_t pwrite(int fd, void *buf, size_t len, int64_t off)');
+const fdatasync_ = libc.func('int fdatasync(int fd)');
+const fallocate_ = libc.func('int fallocate(int fd, int mode, int64_t off, int64_t len)');
+const ftruncate_ = libc.func('int ftruncate(int fd, int64_t len)');
+const memfd_create_ = libc.func('int memfd_create(const char *name, unsigned int flags)');
+const eventfd_ = libc.func('int eventfd(unsigned int initval, int flags)');
+const dup_ = libc.func('int dup(int fd)');
+
+export const open = (path: string, flags: number, mode = 0): number => check(`open ${path}`, open_(path, flags | O_CLOEXEC, mode));
+export const close = (fd: number): void => void check('close', close_(fd));
+export const read = (fd: number, buf: Uint8Array): number => Number(check('read', read_(fd, buf, buf.length)));
+export const write = (fd: number, buf: Uint8Array): number => Number(check('write', write_(fd, buf, buf.length)));
+export const pread = (fd: number, buf: Uint8Array, off: number): number => Number(check('pread', pread_(fd, buf, buf.length, off)));
+export const pwrite = (fd: number, buf: Uint8Array, off: number): number => Number(check('pwrite', pwrite_(fd, buf, buf.length, off)));
+export const fdatasync = (fd: number): void => void check('fdatasync', fdatasync_(fd));
+export const fallocate = (fd: number, mode: number, off: number, len: number): void =>
+  void check('fallocate', fallocate_(fd, mode, off, len));
+export const ftruncate = (fd: number, len: number): void => void check('ftruncate', ftruncate_(fd, len));
+export const dup = (fd: number): number => check('dup', dup_(fd));
+
+export const MFD_CLOEXEC = 1;
+export const memfdCreate = (name: string, flags = MFD_CLOEXEC): number => check('memfd_create', memfd_create_(name, flags));
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const eventfd = (flags = EFD_CLOEXEC | EFD_NONBLOCK): number => check('eventfd', eventfd_(0, flags));
+
+const u64 = new BigUint64Array(1);
+const u64bytes = new Uint8Array(u64.buffer);
+/** Adds `n` to an eventfd's counter. */
+export function eventfdWrite(fd: number, n = 1n): void {
+  u64[0] = n;
+  check('eventfd write', write_(fd, u64bytes, 8));
+}
+/** Reads and clears an eventfd's counter; 0 when it was empty (non-blocking fd). */
+export function eventfdRead(fd: number): bigint {
+  const r = read_(fd, u64bytes, 8);
+  if (r < 0) {
+    if (koffi.errno() === 11) return 0n;
+    throw new SysError('eventfd read', koffi.errno());
+  }
+  return u64[0]!;
+}
+
+// ---- memory ----
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+const MAP_FAILED = 0xffffffffffffffffn;
+
+const mmap_ = libc.func('uint64_t mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
+const munmap_ = libc.func('int munmap(uint64_t addr, size_t len)');
+const madvise_ = libc.func('int madvise(uint64_t addr, size_t len, int advice)');
+
+/** Maps `len` bytes and returns the host address. */
+export function mmap(len: number, prot: number, flags: number, fd: number, off = 0): bigint {
+  const addr = mmap_(null, len, prot, flags, fd, off) as bigint;
+  if (addr === MAP_FAILED) throw new SysError('mmap', koffi.errno());
+  return addr;
+}
+export const munmap = (addr: bigint, len: number): void => void check('munmap', munmap_(addr, len));
+export const madvise = (addr: bigint, len: number, advice: number): void => void check('madvise', madvise_(addr, len, advice));
+
+/** A zero-copy ArrayBuffer over `len` bytes of host memory at `addr`. */
+export function view(addr: bigint, len: number): ArrayBuffer {
+  return koffi.view(addr, len);
+}
+
+// ---- threads and processes ----
+const syscall3 = libc.func('long syscall(long nr, long a, long b, long c)');
+const SYS_GETTID = 186;
+const SYS_TGKILL = 234;
+export const gettid = (): number => Number(syscall3(SYS_GETTID, 0, 0, 0));
+export const getpid = (): number => process.pid;
+export const tgkill = (tgid: number, tid: number, sig: number): void =>
+  void check('tgkill', syscall3(SYS_TGKILL, tgid, tid, sig));
+
+const prctl_ = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
+export const prctl = (option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number =>
+  check('prctl', prctl_(option, a2, a3, a4, a5));
+
+// ---- ioctl ----
+// ioctl is variadic in C; on x86-64 a fixed prototype with one word-sized
+// argument is call-compatible, and much cheaper through koffi.
+const ioctlWord = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
+const ioctlBuf = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
+const ioctlAddr = libc.func('ioctl', 'int', ['int', 'unsigned long', 'uint64_t']);
+
+/** ioctl with an integer argument (or none). Returns the result; throws on -1. */
+export const ioctl = (fd: number, req: number, arg = 0): number => check(`ioctl 0x${req.toString(16)}`, ioctlWord(fd, req, arg));
+/** ioctl whose argument points to `buf` (read and written in place). */
+export const ioctlIn = (fd: number, req: number, buf: Uint8Array): number => check(`ioctl 0x${req.toString(16)}`, ioctlBuf(fd, req, buf));
+/** ioctl whose argument is a host address (for mapped memory). */
+export const ioctlAt = (fd: number, req: number, addr: bigint): number => check(`ioctl 0x${req.toString(16)}`, ioctlAddr(fd, req, addr));
+/** ioctl without the throw: returns -errno. For hot loops (KVM_RUN). */
+export function ioctlRaw(fd: number, req: number, arg = 0): number {
+  const r = ioctlWord(fd, req, arg);
+  return r < 0 ? -koffi.errno() : r;
+}
