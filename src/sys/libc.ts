@@ -106,7 +106,8 @@ const madvise_ = libc.func('int madvise(uint64_t addr, size_t len, int advice)')
 
 /** Maps `len` bytes and returns the host address. */
 export function mmap(len: number, prot: number, flags: number, fd: number, off = 0): bigint {
-  const addr = mmap_(null, len, prot, flags, fd, off) as bigint;
+  // koffi gives a uint64 as a number when it fits in 53 bits, else a bigint.
+  const addr = BigInt(mmap_(null, len, prot, flags, fd, off) as number | bigint);
   if (addr === MAP_FAILED) throw new SysError('mmap', koffi.errno());
   return addr;
 }
@@ -149,3 +150,31 @@ export function ioctlRaw(fd: number, req: number, arg = 0): number {
   const r = ioctlWord(fd, req, arg);
   return r < 0 ? -koffi.errno() : r;
 }
+
+// ---- added for device processes (src/devices/) ----
+const fcntl_ = libc.func('fcntl', 'int', ['int', 'int', 'int']);
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+/** fcntl with an integer argument (F_GETFL, F_SETFL). */
+export const fcntl = (fd: number, cmd: number, arg = 0): number => check('fcntl', fcntl_(fd, cmd, arg));
+/** Clears O_NONBLOCK on `fd` (shared by every holder of the same open file). */
+export function setBlocking(fd: number): void {
+  const flags = fcntl(fd, F_GETFL);
+  if (flags & O_NONBLOCK) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+const socket_ = libc.func('int socket(int domain, int type, int protocol)');
+export const AF_INET = 2;
+export const SOCK_STREAM = 1;
+export const socket = (domain: number, type: number, protocol = 0): number => check('socket', socket_(domain, type, protocol));
+
+const execve_ = libc.func('int execve(const char *path, const char **argv, const char **envp)');
+/** Replaces the process image; returns only by throwing. */
+export function execve(path: string, argv: string[], envp: string[] = []): never {
+  execve_(path, [...argv, null], [...envp, null]);
+  throw new SysError(`execve ${path}`, koffi.errno());
+}
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;

@@ -2,14 +2,14 @@
 // the field offsets the vCPU loop reads from the shared kvm_run page.
 // test/unit/kvm/abi.spec.ts checks every size and offset against a C program
 // compiled with the host's kernel headers.
-import koffi from 'koffi';
+import koffi, { type TypeObject } from 'koffi';
 
 const u8 = 'uint8_t';
 const u16 = 'uint16_t';
 const u32 = 'uint32_t';
 const s32 = 'int32_t';
 const u64 = 'uint64_t';
-const arr = (t: string | koffi.IKoffiCType, n: number) => koffi.array(t, n, 'Array');
+const arr = (t: string | TypeObject, n: number) => koffi.array(t, n, 'Array');
 
 export const kvm_regs = koffi.struct('kvm_regs', {
   rax: u64, rbx: u64, rcx: u64, rdx: u64, rsi: u64, rdi: u64, rsp: u64, rbp: u64,
@@ -120,12 +120,49 @@ export const RUN = {
 } as const;
 
 /** Byte image of a koffi struct value. */
-export function encode(type: koffi.IKoffiCType, value: object, extra = 0): Uint8Array {
+export function encode(type: TypeObject, value: object, extra = 0): Uint8Array {
   const buf = new Uint8Array(koffi.sizeof(type) + extra);
   koffi.encode(buf, type, value);
   return buf;
 }
 
-export function decode<T>(type: koffi.IKoffiCType, buf: Uint8Array, offset = 0): T {
+export function decode<T>(type: TypeObject, buf: Uint8Array, offset = 0): T {
   return koffi.decode(buf, offset, type) as T;
+}
+
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+export interface Segment {
+  base: number;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  db: number;
+  s: number;
+  l: number;
+  g: number;
+  avl: number;
+  unusable?: number;
+}
+
+export interface DTable {
+  base: number;
+  limit: number;
+}
+
+export interface Sregs {
+  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
+  gdt: DTable; idt: DTable;
+  cr0: number; cr2: number; cr3: number; cr4: number; cr8: number; efer: number; apic_base: number;
+  interrupt_bitmap: number[];
 }

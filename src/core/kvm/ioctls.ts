@@ -1,7 +1,7 @@
 // KVM ioctl request numbers, built from <linux/kvm.h>'s _IO/_IOR/_IOW/_IOWR
 // definitions with struct sizes taken from abi.ts, plus exit reasons and
 // capability numbers. Checked against the C headers by the ABI test.
-import koffi from 'koffi';
+import koffi, { type TypeObject } from 'koffi';
 import * as abi from './abi.js';
 
 const KVMIO = 0xae;
@@ -11,9 +11,9 @@ const IOC_READ = 2;
 
 const ioc = (dir: number, nr: number, size: number): number => ((dir << 30) | (size << 16) | (KVMIO << 8) | nr) >>> 0;
 const io = (nr: number) => ioc(IOC_NONE, nr, 0);
-const ior = (nr: number, t: koffi.IKoffiCType | number) => ioc(IOC_READ, nr, typeof t === 'number' ? t : koffi.sizeof(t));
-const iow = (nr: number, t: koffi.IKoffiCType | number) => ioc(IOC_WRITE, nr, typeof t === 'number' ? t : koffi.sizeof(t));
-const iowr = (nr: number, t: koffi.IKoffiCType | number) => ioc(IOC_READ | IOC_WRITE, nr, typeof t === 'number' ? t : koffi.sizeof(t));
+const ior = (nr: number, t: TypeObject | number) => ioc(IOC_READ, nr, typeof t === 'number' ? t : koffi.sizeof(t));
+const iow = (nr: number, t: TypeObject | number) => ioc(IOC_WRITE, nr, typeof t === 'number' ? t : koffi.sizeof(t));
+const iowr = (nr: number, t: TypeObject | number) => ioc(IOC_READ | IOC_WRITE, nr, typeof t === 'number' ? t : koffi.sizeof(t));
 
 export const KVM_GET_API_VERSION = io(0x00);
 export const KVM_CREATE_VM = io(0x01);

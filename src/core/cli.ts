@@ -1,0 +1,202 @@
+// The `splitvm` command line: parses `splitvm run [flags]`, checks what a
+// user can get wrong (one sentence each, exit status 2 for usage, 1 for the
+// rest, never a stack trace), builds the kernel command line, wires the
+// serial console to the terminal and runs the machine.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { KernelFormatError, detectKernelFormat } from './boot/kernel.js';
+import { attachConsole } from './console.js';
+import { KvmUnavailableError } from './kvm/vm.js';
+import { Machine } from './machine.js';
+import { MiB } from './memory.js';
+import { SOFTWARE_KVM_KERNEL_PARAMS, isSoftwareKvmHost } from './quirks.js';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const USAGE = `usage: splitvm run [options]
+  --kernel FILE      guest kernel: ELF vmlinux or bzImage (default: the built-in guest, built on first use)
+  --initrd FILE      initramfs (default with the built-in guest: its own)
+  --cmdline S        kernel command line, replacing the default
+  --append S         appended to the kernel command line
+  --mem MiB          guest RAM in MiB (default 128)
+  --cpus N           number of vCPUs, 1 to 255 (default 1)
+  --log-level L      fatal, error, warn, info, debug or trace (default warn)
+  -h, --help         this text
+On the serial console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.`;
+
+export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=-1';
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** An error the user caused: printed as one sentence. */
+export class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly status = 2,
+  ) {
+    super(message);
+  }
+}
+
+export interface RunOptions {
+  kernelPath?: string;
+  initrdPath?: string;
+  cmdline: string;
+  memMiB: number;
+  cpus: number;
+  logLevel: string;
+}
+
+function positiveInt(flag: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value)) throw new UsageError(`${flag} needs a whole number, not "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new UsageError(`${flag} must be between ${min} and ${max}, not ${n}`);
+  return n;
+}
+
+export function parseRunArgs(argv: string[]): RunOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        kernel: { type: 'string' },
+        initrd: { type: 'string' },
+        cmdline: { type: 'string' },
+        append: { type: 'string' },
+        mem: { type: 'string', default: '128' },
+        cpus: { type: 'string', default: '1' },
+        'log-level': { type: 'string', default: 'warn' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
+  }
+  const v = parsed.values;
+  const logLevel = v['log-level']!;
+  if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}"`);
+  let cmdline = v.cmdline ?? DEFAULT_CMDLINE;
+  if (v.append) cmdline = `${cmdline} ${v.append}`;
+  return {
+    kernelPath: v.kernel,
+    initrdPath: v.initrd,
+    cmdline,
+    memMiB: positiveInt('--mem', v.mem!, 16, 1024 * 1024),
+    cpus: positiveInt('--cpus', v.cpus!, 1, 255),
+    logLevel,
+  };
+}
+
+function readInput(what: string, path: string): Uint8Array {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new UsageError(`${what} ${path} does not exist`, 1);
+  }
+  if (!st.isFile()) throw new UsageError(`${what} ${path} is not a regular file`, 1);
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new UsageError(`cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 1);
+  }
+}
+
+/** Builds the default guest if needed (progress on stderr) and returns its files. */
+export function defaultGuest(): { kernel: string; initrd: string } {
+  let dir: string;
+  try {
+    dir = execFileSync('bash', [join(repoRoot, 'scripts/guest/build-kernel.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' }).trim();
+  } catch {
+    throw new UsageError('building the default guest kernel failed (see the messages above)', 1);
+  }
+  return { kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initramfs.cpio') };
+}
+
+/** MemAvailable from /proc/meminfo, in bytes. */
+function hostAvailableMemory(): number {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 1024 : Number.MAX_SAFE_INTEGER;
+}
+
+export async function run(opts: RunOptions): Promise<number> {
+  const memBytes = opts.memMiB * MiB;
+  const available = hostAvailableMemory();
+  if (memBytes > available) {
+    throw new UsageError(`--mem ${opts.memMiB} is more than this host can give (${Math.floor(available / MiB)} MiB available)`, 1);
+  }
+  if (opts.memMiB % 2 !== 0) throw new UsageError(`--mem must be a multiple of 2 MiB, not ${opts.memMiB}`);
+  let { kernelPath, initrdPath } = opts;
+  if (!kernelPath) {
+    const guest = defaultGuest();
+    kernelPath = guest.kernel;
+    initrdPath ??= guest.initrd;
+  }
+  const kernel = readInput('kernel', kernelPath);
+  try {
+    detectKernelFormat(kernel);
+  } catch (e) {
+    if (e instanceof KernelFormatError) throw new UsageError(`${kernelPath} is not a Linux kernel (neither an ELF vmlinux nor a bzImage)`, 1);
+    throw e;
+  }
+  const initrd = initrdPath ? readInput('initrd', initrdPath) : undefined;
+
+  const log = pino({ name: 'splitvm', level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
+  const quirks = isSoftwareKvmHost();
+  const cmdline = quirks ? `${opts.cmdline} ${SOFTWARE_KVM_KERNEL_PARAMS}` : opts.cmdline;
+  if (quirks) log.info('software KVM host (kvm_pvm): applying its fixups and kernel parameters');
+
+  const console_ = attachConsole();
+  let machine: Machine;
+  try {
+    machine = Machine.create({ kernel, initrd, cmdline, memBytes, cpus: opts.cpus, serialOutput: console_.write, log });
+  } catch (e) {
+    console_.detach();
+    throw e;
+  }
+  console_.onInput((bytes) => machine.serial.enqueueInput(bytes));
+  machine.serial.onRxSpace = () => console_.resume();
+  console_.onQuit(() => machine.stop());
+  const exit = await machine.run();
+  console_.detach();
+  if (exit.kind === 'error') {
+    process.stderr.write(`splitvm: ${exit.message}\n`);
+    return 1;
+  }
+  log.info({ exit: exit.kind, fixups: exit.fixups }, 'guest stopped');
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === '-h' || command === '--help' || command === 'help') {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    if (command !== 'run') {
+      throw new UsageError(command ? `unknown command "${command}" (try: splitvm run --help)` : 'no command given (try: splitvm run --help)');
+    }
+    if (rest.includes('-h') || rest.includes('--help')) {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    return await run(parseRunArgs(rest));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`splitvm: ${e.message}\n`);
+      return e.status;
+    }
+    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof KernelFormatError) {
+      process.stderr.write(`splitvm: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`splitvm: internal error: ${(e as Error).stack ?? e}\n`);
+    return 70;
+  }
+}

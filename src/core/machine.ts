@@ -1,0 +1,117 @@
+// A virtual machine: KVM VM with its in-kernel irqchip and PIT, guest RAM,
+// the loaded Linux kernel, the legacy PC devices on the port bus, and the
+// vCPU threads. `run()` resolves when the guest resets or powers off, or
+// with the error that stopped it.
+import type { Logger } from 'pino';
+import { loadLinux } from './boot/kernel.js';
+import { Bus, type IrqLine } from './bus.js';
+import { cpuidFor } from './cpuid.js';
+import { Cap } from './kvm/ioctls.js';
+import { Kvm, type Vm } from './kvm/vm.js';
+import { CMOS_PORT, CMOS_PORT_COUNT, CmosRtc } from './legacy/cmos-rtc.js';
+import { I8042, I8042_PORT, I8042_PORT_COUNT } from './legacy/i8042.js';
+import { COM1_IRQ, COM1_PORT, UART_PORT_COUNT, Uart8250 } from './legacy/uart-8250.js';
+import { GuestMemory } from './memory.js';
+import { isSoftwareKvmHost } from './quirks.js';
+import type { VcpuBootState } from './vcpu/protocol.js';
+import { VcpuSet } from './vcpu/vcpu-set.js';
+
+export interface MachineConfig {
+  kernel: Uint8Array;
+  initrd?: Uint8Array;
+  cmdline: string;
+  memBytes: number;
+  cpus: number;
+  /** Bytes the guest writes to its serial port. */
+  serialOutput: (bytes: Uint8Array) => void;
+  log: Logger;
+}
+
+export type MachineExit = { kind: 'reset' | 'poweroff'; fixups: number } | { kind: 'error'; message: string };
+
+/** Where KVM puts the TSS and identity-map pages it needs: just below the BIOS ROM at 4 GiB. */
+const KVM_TSS_ADDR = 0xfffbd000;
+const KVM_IDENTITY_MAP_ADDR = 0xfffbc000;
+
+export class Machine {
+  readonly vm: Vm;
+  readonly memory: GuestMemory;
+  readonly pio = new Bus('pio');
+  readonly mmio = new Bus('mmio');
+  readonly serial: Uart8250;
+  readonly quirks: boolean;
+  private readonly vcpus: VcpuSet;
+  private readonly stopRequested: Promise<MachineExit>;
+  private requestStop!: (e: MachineExit) => void;
+
+  constructor(
+    private readonly kvm: Kvm,
+    private readonly config: MachineConfig,
+  ) {
+    this.stopRequested = new Promise((r) => (this.requestStop = r));
+    this.quirks = isSoftwareKvmHost();
+    this.vm = kvm.createVm();
+    this.vm.setTssAddr(KVM_TSS_ADDR);
+    this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
+    this.vm.createIrqchip();
+    this.vm.createPit();
+
+    this.memory = GuestMemory.create(config.memBytes);
+    for (const r of this.memory.regions) this.vm.addMemory(r.gpa, r.size, this.memory.hostAddrOf(r));
+
+    this.serial = new Uart8250({ irq: this.irqLine(COM1_IRQ), output: (b) => config.serialOutput(Uint8Array.of(b)) });
+    this.pio.insert(COM1_PORT, UART_PORT_COUNT, this.serial);
+    this.pio.insert(I8042_PORT, I8042_PORT_COUNT, new I8042({ onReset: () => this.requestStop({ kind: 'reset', fixups: 0 }) }));
+    const low = this.memory.lowEnd;
+    const high = this.memory.size - low;
+    this.pio.insert(CMOS_PORT, CMOS_PORT_COUNT, new CmosRtc({ ramBelow4G: low, ramAbove4G: high }));
+    this.vcpus = new VcpuSet(this.pio, this.mmio);
+  }
+
+  static create(config: MachineConfig): Machine {
+    const kvm = Kvm.open();
+    const max = kvm.checkExtension(Cap.MAX_VCPUS) || kvm.checkExtension(Cap.NR_VCPUS);
+    if (config.cpus > max) throw new RangeError(`--cpus ${config.cpus} is more than this host's KVM allows (${max})`);
+    return new Machine(kvm, config);
+  }
+
+  /** An interrupt input of the in-kernel IOAPIC/PIC. */
+  irqLine(gsi: number): IrqLine {
+    return { set: (level) => this.vm.setIrqLine(gsi, level) };
+  }
+
+  async run(): Promise<MachineExit> {
+    const { config } = this;
+    const boot = loadLinux(this.memory, { kernel: config.kernel, initrd: config.initrd, cmdline: config.cmdline, cpus: config.cpus });
+    config.log.info({ format: boot.format, entry: boot.cpu.rip, initrd: boot.initrd, cmdline: config.cmdline }, 'kernel loaded');
+    const c = boot.cpu;
+    const bootState: VcpuBootState = {
+      regs: { rip: BigInt(c.rip), rsp: BigInt(c.rsp), rbp: BigInt(c.rbp), rsi: BigInt(c.rsi), rflags: BigInt(c.rflags) },
+      sregs: { ...c.segments, gdt: c.gdt, idt: c.idt, cr0: c.cr0, cr3: c.cr3, cr4: c.cr4, efer: c.efer },
+    };
+    const supported = this.kvm.supportedCpuid();
+    const mmapSize = this.kvm.vcpuMmapSize();
+    const memory = { hostAddr: this.memory.hostAddr, size: this.memory.size, regions: this.memory.regions };
+    this.vcpus.start(
+      Array.from({ length: config.cpus }, (_, id) => ({
+        id, vmFd: this.vm.fd, mmapSize, cpuid: cpuidFor(supported, id, config.cpus), quirks: this.quirks, memory,
+        boot: id === 0 ? bootState : undefined,
+      })),
+    );
+    const first = await Promise.race([
+      this.stopRequested,
+      this.vcpus.firstExit.then((e): MachineExit =>
+        e.reason === 'error' ? { kind: 'error', message: e.message ?? 'vCPU failed' } : { kind: e.reason === 'poweroff' ? 'poweroff' : 'reset', fixups: e.fixups },
+      ),
+    ]);
+    const exits = await this.vcpus.stop();
+    const fixups = exits.reduce((n, e) => n + e.fixups, 0);
+    config.log.info({ exit: first, fixups }, 'machine stopped');
+    return first.kind === 'error' ? first : { ...first, fixups };
+  }
+
+  /** Asks the machine to stop as if the guest had reset it. */
+  stop(): void {
+    this.requestStop({ kind: 'reset', fixups: 0 });
+  }
+}

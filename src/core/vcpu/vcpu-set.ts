@@ -1,0 +1,128 @@
+// The main thread's side of the vCPUs: starts one worker thread per vCPU,
+// answers their port and MMIO exits from the buses, and stops them (STOP
+// flag + immediate_exit + a signal to each vCPU thread, since a worker
+// cannot be terminated while it sits in KVM_RUN).
+import { Worker } from 'node:worker_threads';
+import * as libc from '../../sys/libc.js';
+import { RUN } from '../kvm/abi.js';
+import type { Bus } from '../bus.js';
+import { createChannel, dataBytes, Kind, Slot } from './exit-channel.js';
+import type { ExitReason, VcpuInit, VcpuMessage } from './protocol.js';
+
+/** The signal that kicks a vCPU thread out of KVM_RUN (SIGUSR1 is Node's inspector's). */
+const KICK_SIGNAL = 'SIGUSR2';
+const KICK_SIGNAL_NUMBER = 12;
+
+export interface VcpuExit {
+  id: number;
+  reason: ExitReason;
+  message?: string;
+  fixups: number;
+}
+
+interface Running {
+  worker: Worker;
+  channel: Int32Array;
+  tid?: number;
+  runExit?: DataView;
+  done: Promise<VcpuExit>;
+}
+
+const workerEntry = new URL(import.meta.url.endsWith('.ts') ? './bootstrap.mjs' : './worker.js', import.meta.url);
+
+export class VcpuSet {
+  private vcpus: Running[] = [];
+  private stopping = false;
+  /** Resolves with the first vCPU exit that ends the VM. */
+  readonly firstExit: Promise<VcpuExit>;
+  private resolveFirst!: (e: VcpuExit) => void;
+
+  constructor(
+    private readonly pio: Bus,
+    private readonly mmio: Bus,
+  ) {
+    this.firstExit = new Promise((r) => (this.resolveFirst = r));
+    process.on(KICK_SIGNAL, () => {});
+  }
+
+  start(inits: Omit<VcpuInit, 'channel'>[]): void {
+    for (const init of inits) {
+      const channel = createChannel();
+      const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
+      const running: Running = { worker, channel, done: Promise.resolve() as unknown as Promise<VcpuExit> };
+      running.done = new Promise<VcpuExit>((resolve) => {
+        worker.on('message', (m: VcpuMessage) => {
+          if (m.type === 'ready') {
+            running.tid = m.tid;
+            running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
+            if (this.stopping) this.kick(running);
+          } else {
+            const exit: VcpuExit = { id: init.id, reason: m.reason, message: m.message, fixups: m.fixups };
+            if (m.reason !== 'stopped') this.resolveFirst(exit);
+            resolve(exit);
+          }
+        });
+        worker.on('error', (e) => {
+          const exit: VcpuExit = { id: init.id, reason: 'error', message: `vCPU ${init.id} thread failed: ${e.message}`, fixups: 0 };
+          this.resolveFirst(exit);
+          resolve(exit);
+        });
+        worker.on('exit', () => resolve({ id: init.id, reason: 'stopped', fixups: 0 }));
+      });
+      this.vcpus.push(running);
+      void this.serve(channel);
+    }
+  }
+
+  /** Answers the worker's exits until the VM stops. */
+  private async serve(ch: Int32Array): Promise<void> {
+    const data = dataBytes(ch);
+    let handled = 0;
+    while (!this.stopping) {
+      const seq = Atomics.load(ch, Slot.REQUEST);
+      if (seq === handled) {
+        const w = Atomics.waitAsync(ch, Slot.REQUEST, handled);
+        if (w.async) await w.value;
+        continue;
+      }
+      const addr = (Atomics.load(ch, Slot.ADDR_LO) >>> 0) + Atomics.load(ch, Slot.ADDR_HI) * 2 ** 32;
+      const bytes = data.subarray(0, Atomics.load(ch, Slot.SIZE));
+      const bus = Atomics.load(ch, Slot.KIND) === Kind.PIO ? this.pio : this.mmio;
+      try {
+        if (Atomics.load(ch, Slot.IS_WRITE)) bus.write(addr, bytes);
+        else bus.read(addr, bytes);
+      } catch (e) {
+        this.resolveFirst({ id: -1, reason: 'error', message: `device model failed: ${(e as Error).message}`, fixups: 0 });
+      }
+      handled = seq;
+      Atomics.store(ch, Slot.REPLY, seq);
+      Atomics.notify(ch, Slot.REPLY);
+    }
+  }
+
+  private kick(v: Running): void {
+    if (v.runExit) v.runExit.setUint8(RUN.immediate_exit, 1);
+    if (v.tid !== undefined) {
+      try {
+        libc.tgkill(process.pid, v.tid, KICK_SIGNAL_NUMBER);
+      } catch {
+        // The thread has already left.
+      }
+    }
+  }
+
+  /** Stops every vCPU and waits for their threads; returns how many fixups they applied. */
+  async stop(): Promise<VcpuExit[]> {
+    this.stopping = true;
+    for (const v of this.vcpus) {
+      Atomics.store(v.channel, Slot.STOP, 1);
+      Atomics.notify(v.channel, Slot.REPLY);
+      Atomics.notify(v.channel, Slot.REQUEST);
+      this.kick(v);
+    }
+    const exits = await Promise.all(this.vcpus.map((v) => v.done));
+    await Promise.all(this.vcpus.map((v) => v.worker.terminate()));
+    process.removeAllListeners(KICK_SIGNAL);
+    return exits;
+  }
+}
