@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { KernelFormatError, detectKernelFormat } from './boot/kernel.js';
+import { BootError, KernelFormatError, detectKernelFormat } from './boot/kernel.js';
+import { MPTABLE_MAX_CPUS } from './boot/mptable.js';
 import { attachConsole } from './console.js';
 import { KvmUnavailableError } from './kvm/vm.js';
 import { Machine } from './machine.js';
@@ -23,7 +24,7 @@ export const USAGE = `usage: splitvm run [options]
   --cmdline S        kernel command line, replacing the default
   --append S         appended to the kernel command line
   --mem MiB          guest RAM in MiB (default 128)
-  --cpus N           number of vCPUs, 1 to 255 (default 1)
+  --cpus N           number of vCPUs, 1 to ${MPTABLE_MAX_CPUS} (default 1)
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
   -h, --help         this text
 On the serial console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.`;
@@ -87,7 +88,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     initrdPath: v.initrd,
     cmdline,
     memMiB: positiveInt('--mem', v.mem!, 16, 1024 * 1024),
-    cpus: positiveInt('--cpus', v.cpus!, 1, 255),
+    cpus: positiveInt('--cpus', v.cpus!, 1, MPTABLE_MAX_CPUS),
     logLevel,
   };
 }
@@ -192,7 +193,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return e.status;
     }
-    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof KernelFormatError) {
+    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError) {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return 1;
     }

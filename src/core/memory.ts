@@ -30,7 +30,8 @@ export class GuestMemory {
   readonly regions: MemoryRegion[];
   /** Host address of the mapping of the whole memfd. */
   readonly hostAddr: bigint;
-  readonly bytes: Uint8Array;
+  /** One view per region: a single view cannot exceed 4 GiB. */
+  private readonly views: Uint8Array[];
 
   private constructor(
     readonly fd: number,
@@ -38,7 +39,7 @@ export class GuestMemory {
   ) {
     this.regions = ramLayout(size);
     this.hostAddr = libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd);
-    this.bytes = new Uint8Array(libc.view(this.hostAddr, size));
+    this.views = this.regions.map((r) => new Uint8Array(libc.view(this.hostAddr + BigInt(r.offset), r.size)));
   }
 
   /** Creates `size` bytes of zeroed guest RAM in a new memfd. */
@@ -54,18 +55,12 @@ export class GuestMemory {
     return this.hostAddr + BigInt(region.offset);
   }
 
-  /** Offset in `bytes` of guest-physical `gpa` for `len` bytes; throws outside RAM. */
-  offsetOf(gpa: number, len: number): number {
-    for (const r of this.regions) {
-      if (gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) return r.offset + (gpa - r.gpa);
+  /** A live view of `len` bytes of guest RAM at `gpa`; throws outside RAM. */
+  slice(gpa: number, len: number): Uint8Array {
+    for (const [i, r] of this.regions.entries()) {
+      if (gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) return this.views[i]!.subarray(gpa - r.gpa, gpa - r.gpa + len);
     }
     throw new RangeError(`guest range 0x${gpa.toString(16)}+0x${len.toString(16)} is not RAM`);
-  }
-
-  /** A live view of `len` bytes of guest RAM at `gpa`. */
-  slice(gpa: number, len: number): Uint8Array {
-    const off = this.offsetOf(gpa, len);
-    return this.bytes.subarray(off, off + len);
   }
 
   write(gpa: number, data: Uint8Array): void {

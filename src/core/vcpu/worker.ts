@@ -126,11 +126,10 @@ function loop(vcpu: Vcpu): VcpuMessage {
 function instructionAt(vcpu: Vcpu, rip: bigint): Uint8Array {
   const gpa = vcpu.translate(rip);
   if (gpa === null) return new Uint8Array(0);
-  const mem = new Uint8Array(libc.view(init.memory.hostAddr, init.memory.size));
   for (const r of init.memory.regions) {
     if (gpa >= r.gpa && gpa < r.gpa + r.size) {
-      const off = r.offset + (gpa - r.gpa);
-      return mem.slice(off, Math.min(off + 15, r.offset + r.size));
+      const len = Math.min(15, r.gpa + r.size - gpa);
+      return new Uint8Array(libc.view(init.memory.hostAddr + BigInt(r.offset + gpa - r.gpa), len)).slice();
     }
   }
   return new Uint8Array(0);

@@ -1,0 +1,28 @@
+// What a device backend (blk, later net and p9) provides to the generic
+// device process: its features, config space and a request handler. The
+// backend only processes descriptor chains; queues, kicks, interrupts and the
+// control channel belong to the server (server.ts).
+import type { DeviceKind } from '../ipc/messages.js';
+import type { DescriptorChain } from './virtio/queue.js';
+
+export interface DeviceBackend {
+  readonly kind: DeviceKind;
+  /** Feature bits offered (bits 0..52). */
+  readonly deviceFeatures: number;
+  readonly maxQueueSize: number;
+  /** Current device configuration space. */
+  config(): Uint8Array;
+  /** A driver write to the configuration space (offset and length already bounded to 256). */
+  configWrite(offset: number, data: Uint8Array): void;
+  /** Called with the negotiated features when the driver activates the device. */
+  activate(features: number): void;
+  /**
+   * Processes one request. Returns (or resolves to) the number of bytes
+   * written into the chain's writable buffers. Throws QueueError, before
+   * starting any I/O, when the chain is malformed. Never rejects: I/O errors
+   * become a status in the reply.
+   */
+  handle(chain: DescriptorChain): number | Promise<number>;
+  /** Backend counters (names ≤ 64 chars, non-negative integers). */
+  stats(): Record<string, number>;
+}

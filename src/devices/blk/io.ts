@@ -1,0 +1,55 @@
+// Asynchronous positioned I/O between a file and guest memory, on libuv's
+// thread pool (fs.read/fs.write with an fd and a position are pread/pwrite),
+// zero-copy: the Buffer handed to the pool is a view of the guest's pages.
+import fs from 'node:fs';
+
+/** Largest single read/write handed to the pool (Node's limit is 2 GiB - 1). */
+const MAX_IO = 1 << 30;
+
+function asBuffer(view: Uint8Array): Buffer {
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function writeAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** Fills `view` from `fd` at `pos`; a read that reaches end of file is an error. */
+export async function preadFull(fd: number, view: Uint8Array, pos: number): Promise<void> {
+  const buf = asBuffer(view);
+  let done = 0;
+  while (done < buf.length) {
+    const n = await readAt(fd, buf, done, Math.min(buf.length - done, MAX_IO), pos + done);
+    if (n === 0) throw new Error('short read: end of image');
+    done += n;
+  }
+}
+
+/** Writes all of `view` to `fd` at `pos`. */
+export async function pwriteFull(fd: number, view: Uint8Array, pos: number): Promise<void> {
+  const buf = asBuffer(view);
+  let done = 0;
+  while (done < buf.length) {
+    const n = await writeAt(fd, buf, done, Math.min(buf.length - done, MAX_IO), pos + done);
+    if (n === 0) throw new Error('short write');
+    done += n;
+  }
+}
+
+/** Runs `op` on consecutive pieces of a scattered buffer list starting at file position `pos`, all in flight at once. */
+export async function scatter(bufs: Uint8Array[], pos: number, op: (view: Uint8Array, pos: number) => Promise<void>): Promise<void> {
+  const jobs: Promise<void>[] = [];
+  for (const b of bufs) {
+    if (b.length > 0) jobs.push(op(b, pos));
+    pos += b.length;
+  }
+  await Promise.all(jobs);
+}
+
+export function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}

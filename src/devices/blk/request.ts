@@ -1,0 +1,72 @@
+// Parsing of one virtio-blk request out of a descriptor chain (no I/O): the
+// 16-byte header (it may span buffers), the data buffers, and the status
+// byte, which is the last byte of the last writable buffer. A chain without
+// a header or without a writable byte for the status cannot be answered and
+// is malformed (QueueError).
+import { QueueError, type DescriptorChain } from '../virtio/queue.js';
+import { REQUEST_HEADER_BYTES } from './constants.js';
+
+export interface BlkRequest {
+  type: number;
+  /** Start sector; may exceed 2^53 (then it is only ever compared, and out of range). */
+  sector: number;
+  /** Driver→device data after the header (OUT, DISCARD, WRITE_ZEROES). */
+  readData: Uint8Array[];
+  readBytes: number;
+  /** Device→driver data before the status byte (IN, GET_ID). */
+  writeData: Uint8Array[];
+  writeBytes: number;
+  /** The one status byte. */
+  status: Uint8Array;
+}
+
+/** Copies the first `len` bytes of a list of buffers (the request header may span several). */
+export function gather(bufs: Uint8Array[], len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let got = 0;
+  for (const b of bufs) {
+    if (got >= len) break;
+    const n = Math.min(b.length, len - got);
+    out.set(b.subarray(0, n), got);
+    got += n;
+  }
+  if (got < len) throw new QueueError(`request shorter than ${len} bytes`);
+  return out;
+}
+
+/** The buffers of `bufs` after its first `skip` bytes (views, no copy). */
+export function skipBytes(bufs: Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
+
+export function parseRequest(chain: DescriptorChain): BlkRequest {
+  if (chain.readableBytes < REQUEST_HEADER_BYTES) throw new QueueError(`blk request header is ${chain.readableBytes} bytes, not ${REQUEST_HEADER_BYTES}`);
+  // The status byte: the last byte of the last non-empty writable buffer.
+  let last = chain.writable.length - 1;
+  while (last >= 0 && chain.writable[last]!.length === 0) last--;
+  if (last < 0) throw new QueueError('blk request has no writable byte for its status');
+  const lastBuf = chain.writable[last]!;
+  const status = lastBuf.subarray(lastBuf.length - 1);
+  const writeData = chain.writable.slice(0, last);
+  if (lastBuf.length > 1) writeData.push(lastBuf.subarray(0, lastBuf.length - 1));
+  const header = gather(chain.readable, REQUEST_HEADER_BYTES);
+  const dv = new DataView(header.buffer);
+  return {
+    type: dv.getUint32(0, true),
+    sector: dv.getUint32(12, true) * 0x1_0000_0000 + dv.getUint32(8, true),
+    readData: skipBytes(chain.readable, REQUEST_HEADER_BYTES),
+    readBytes: chain.readableBytes - REQUEST_HEADER_BYTES,
+    writeData,
+    writeBytes: chain.writableBytes - 1,
+    status,
+  };
+}

@@ -1,0 +1,90 @@
+// The one entry every device process runs (compiled to dist/src/devices/main.js):
+//   node dist/src/devices/main.js '<json config>'
+// Takes the inherited fds (layout in fds.ts), parses the config, maps guest
+// memory, loads the backend, installs the seccomp policy, then says hello and
+// serves. Nothing may be opened or imported after the policy is installed.
+import fs from 'node:fs';
+import net from 'node:net';
+import { pino, type Logger } from 'pino';
+import * as libc from '../sys/libc.js';
+import { ControlChannel } from '../ipc/channel.js';
+import { BlkBackend } from './blk/backend.js';
+import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
+import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './fds.js';
+import { GuestMemory } from './guest-memory.js';
+import { DeviceServer } from './server.js';
+
+/** Pool threads needed besides one parked per kick eventfd. */
+const MIN_IO_THREADS = 2;
+
+function fatal(log: Logger | undefined, msg: string): never {
+  if (log) log.fatal(msg);
+  else fs.writeSync(FD_LOG, `${JSON.stringify({ level: 60, time: Date.now(), msg })}\n`);
+  process.exit(1);
+}
+
+async function installSeccomp(config: DeviceConfig, log: Logger): Promise<void> {
+  let mod: { installPolicy?: (kind: string, mode: string, constants?: Record<string, number>) => void | Promise<void> };
+  try {
+    mod = await import('./seccomp/index.js');
+  } catch (e) {
+    if (config.seccomp === 'off') {
+      log.warn('seccomp module unavailable and seccomp is off: running unconfined');
+      return;
+    }
+    fatal(log, `cannot load the seccomp policy module: ${(e as Error).message}`);
+  }
+  if (typeof mod.installPolicy !== 'function') fatal(log, 'the seccomp module has no installPolicy()');
+  await mod.installPolicy(config.kind, config.seccomp, { CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND });
+  log.info({ seccomp: config.seccomp }, 'seccomp policy installed');
+}
+
+/** Test only: a call the policy must forbid, right after it is installed. */
+function attemptAfterJail(probe: JailProbe, log: Logger): void {
+  log.warn({ probe }, 'test probe: attempting a forbidden system call');
+  try {
+    if (probe === 'socket') libc.close(libc.socket(libc.AF_INET, libc.SOCK_STREAM));
+    else if (probe === 'open') fs.closeSync(fs.openSync('/etc/hostname', 'r'));
+    else libc.execve('/nonexistent/splitvm-probe', ['probe']);
+  } catch (e) {
+    log.warn({ probe, err: (e as Error).message }, 'test probe: the call failed but the process lives');
+    return;
+  }
+  log.warn({ probe }, 'test probe: the call succeeded');
+}
+
+async function main(): Promise<void> {
+  let config: DeviceConfig;
+  try {
+    config = parseDeviceConfig(process.argv[2]);
+  } catch (e) {
+    fatal(undefined, e instanceof ConfigError ? e.message : `device config: ${(e as Error).message}`);
+  }
+  const log = pino({ level: config.logLevel, base: { device: config.name, pid: process.pid } }, pino.destination({ fd: FD_LOG, sync: true }));
+
+  const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  if (!(poolSize >= config.numQueues + MIN_IO_THREADS)) {
+    fatal(log, `UV_THREADPOOL_SIZE must be at least ${config.numQueues + MIN_IO_THREADS} (one thread per queue's kick plus I/O); the launcher sets it`);
+  }
+
+  let memory: GuestMemory;
+  let backend: BlkBackend;
+  try {
+    memory = GuestMemory.map(FD_MEMORY, config.regions);
+    backend = new BlkBackend(FD_BACKEND, config.blk ?? { readOnly: false }, config.numQueues);
+    // Kicks are awaited by blocking reads on the pool (server.ts).
+    for (let i = 0; i < config.numQueues; i++) libc.setBlocking(kickFd(i));
+  } catch (e) {
+    fatal(log, `device setup failed: ${(e as Error).message}`);
+  }
+  const channel = new ControlChannel('device', new net.Socket({ fd: FD_CONTROL, readable: true, writable: true }));
+
+  await installSeccomp(config, log);
+  if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
+
+  const server = new DeviceServer(backend, memory, channel, log, config.numQueues);
+  server.start();
+  log.info({ capacity: backend.capacity, readOnly: config.blk?.readOnly ?? false, queues: config.numQueues }, 'device ready');
+}
+
+await main();

@@ -1,0 +1,64 @@
+// The device process's seccomp entry point: finds the repository's policies/
+// folder (from src/ under tsx or from dist/ when built), parses
+// policies/<kind>.policy (which @includes common.policy) and loads it on all
+// of the process's threads.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadFilter } from './compile.js';
+import { resolveSyscall } from './libseccomp.js';
+import { parsePolicy, type PolicyRule } from './policy.js';
+
+export { PolicyError, parsePolicy, type PolicyRule } from './policy.js';
+
+export type SeccompMode = 'enforce' | 'log' | 'off';
+
+/** The repository's policies/ folder: the nearest ancestor of this module that has one. */
+export function policiesDir(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, 'policies');
+    if (fs.existsSync(path.join(candidate, 'common.policy'))) return candidate;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no policies/common.policy above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+/** Parses policies/<kind>.policy without loading it (for tests and tools). */
+export function readPolicy(kind: string, constants: Readonly<Record<string, bigint | number>> = {}): PolicyRule[] {
+  if (!/^[a-z0-9_-]+$/.test(kind)) throw new Error(`device kind "${kind}" is not a policy name`);
+  const dir = policiesDir();
+  return parsePolicy(`${kind}.policy`, {
+    readFile: (name) => fs.readFileSync(path.join(dir, name), 'utf8'),
+    resolveSyscall,
+    constants: { PID: process.pid, ...constants },
+  });
+}
+
+/**
+ * Confines this process with the policy of device `kind`. 'enforce' kills the
+ * whole process on any call the policy does not allow; 'log' only logs such
+ * calls to the kernel audit log (for writing policies); 'off' installs
+ * nothing. Run-time constants (PID is always given) may be used by the policy.
+ * Must be called after everything the process needs has been opened/imported.
+ */
+export function installPolicy(
+  kind: string,
+  mode: SeccompMode,
+  constants: Readonly<Record<string, bigint | number>> = {},
+): void {
+  if (mode === 'off') {
+    process.stderr.write(`WARNING: seccomp is OFF for device "${kind}": this device process is not confined by a system-call filter\n`);
+    return;
+  }
+  const rules = readPolicy(kind, constants);
+  if (mode === 'log') {
+    process.stderr.write(
+      `WARNING: seccomp for device "${kind}" is in LOG mode: forbidden system calls are only logged (kernel audit log), not stopped\n`,
+    );
+    loadFilter(rules, 'log');
+    return;
+  }
+  loadFilter(rules, 'kill');
+}

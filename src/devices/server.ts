@@ -1,0 +1,244 @@
+// Serves a backend's virtqueues inside a device process: answers the core's
+// control messages, waits for kicks, pops chains, hands them to the backend,
+// publishes completions and raises interrupts. A malformed ring stops only
+// its queue and is reported as needs-reset; the process keeps answering.
+//
+// How kicks are awaited: each queue's kick eventfd is made blocking and a
+// `fs.read(fd, 8 bytes)` is kept pending on libuv's thread pool; it returns
+// when KVM (or the harness) writes the eventfd, and its callback drains the
+// queue and reads again. We chose this over a worker thread running epoll
+// through koffi because it needs no second isolate (~10 MiB less per device,
+// one fewer thread to cover with the seccomp policy) and no message hop
+// between threads; the cost is one pool thread parked per queue, so the
+// launcher sets UV_THREADPOOL_SIZE ≥ queues + the I/O parallelism wanted
+// (main.ts checks it). Measured here with the harness (kick → pop → FLUSH
+// → used → call, one request at a time): see the report in harness/README
+// comment in harness.ts (about 60–90 µs per round trip, dominated by the
+// two process wake-ups and the fdatasync on tmpfs being free).
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import * as libc from '../sys/libc.js';
+import type { ControlChannel } from '../ipc/channel.js';
+import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
+import type { DeviceBackend } from './backend.js';
+import { callFd, kickFd } from './fds.js';
+import type { GuestMemory } from './guest-memory.js';
+import { QueueError, SplitQueue, type DescriptorChain } from './virtio/queue.js';
+
+const VIRTIO_F_INDIRECT_DESC = 28;
+const VIRTIO_F_RING_EVENT_IDX = 29;
+
+interface ServedQueue {
+  index: number;
+  queue: SplitQueue;
+  call: number;
+  stopped: boolean;
+  notifyScheduled: boolean;
+}
+
+export class DeviceServer {
+  private queues: (ServedQueue | undefined)[] = [];
+  private readonly kickReaders = new Set<number>();
+  private inFlight = 0;
+  private resetPending = false;
+  private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
+
+  constructor(
+    private readonly backend: DeviceBackend,
+    private readonly mem: GuestMemory,
+    private readonly channel: ControlChannel<'device'>,
+    private readonly log: Logger,
+    private readonly numQueues: number,
+  ) {}
+
+  /** Sends hello and starts answering the core. */
+  start(): void {
+    this.channel.on('message', (m) => this.onMessage(m));
+    this.channel.on('error', (e) => {
+      this.log.error({ err: e.message }, 'control channel error');
+      process.exit(1);
+    });
+    this.channel.on('close', () => {
+      this.log.info('control channel closed: exiting');
+      process.exit(0);
+    });
+    this.channel.send({
+      type: 'hello',
+      kind: this.backend.kind,
+      deviceFeatures: this.backend.deviceFeatures,
+      numQueues: this.numQueues,
+      maxQueueSize: this.backend.maxQueueSize,
+      config: this.backend.config(),
+    });
+  }
+
+  onMessage(msg: CoreMessage): void {
+    switch (msg.type) {
+      case 'activate':
+        this.activate(msg);
+        break;
+      case 'reset':
+        this.reset();
+        break;
+      case 'config-write':
+        this.backend.configWrite(msg.offset, msg.data);
+        break;
+      case 'stats-request': {
+        const all: Record<string, number> = { ...this.counters, inFlight: this.inFlight, ...this.backend.stats() };
+        const counters = Object.fromEntries(Object.entries(all).slice(0, MAX_STATS_ENTRIES));
+        this.channel.send({ type: 'stats', counters });
+        break;
+      }
+      case 'shutdown':
+        this.log.info('shutdown requested');
+        process.exit(0);
+    }
+  }
+
+  private needsReset(reason: string, queue?: number): void {
+    this.channel.send(queue === undefined ? { type: 'needs-reset', reason: reason.slice(0, 200) } : { type: 'needs-reset', reason: reason.slice(0, 200), queue });
+  }
+
+  private activate(msg: ActivateMessage): void {
+    if (this.queues.length > 0) {
+      this.log.warn('activate while active: resetting first');
+      this.stopAll();
+    }
+    this.counters.activations++;
+    if ((BigInt(msg.features) & ~BigInt(this.backend.deviceFeatures)) !== 0n) {
+      this.log.warn({ features: msg.features }, 'driver accepted features the device did not offer');
+      this.needsReset('negotiated features the device did not offer');
+      return;
+    }
+    const opts = { eventIdx: hasFeature(msg.features, VIRTIO_F_RING_EVENT_IDX), indirect: hasFeature(msg.features, VIRTIO_F_INDIRECT_DESC) };
+    this.backend.activate(msg.features);
+    const started: ServedQueue[] = [];
+    for (const q of msg.queues) {
+      if (q.index >= this.numQueues || q.size > this.backend.maxQueueSize) {
+        this.log.warn({ queue: q.index, size: q.size }, 'activate: queue index or size out of range');
+        this.needsReset(`queue ${q.index}: index or size out of range`, q.index);
+        continue;
+      }
+      try {
+        const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false };
+        this.queues[q.index] = sq;
+        started.push(sq);
+      } catch (e) {
+        this.counters.queueErrors++;
+        this.log.warn({ queue: q.index, err: (e as Error).message }, 'activate: bad queue');
+        this.needsReset(`queue ${q.index}: ${(e as Error).message}`, q.index);
+      }
+    }
+    this.log.info({ features: msg.features, queues: started.map((s) => s.index), ...opts }, 'activated');
+    for (const sq of started) {
+      this.startKickReader(sq.index);
+      this.drain(sq); // buffers may have been made available before the first kick
+    }
+  }
+
+  private stopAll(): void {
+    for (const sq of this.queues) if (sq) sq.stopped = true;
+    this.queues = [];
+  }
+
+  private reset(): void {
+    this.counters.resets++;
+    this.stopAll();
+    this.resetPending = true;
+    this.maybeResetDone();
+  }
+
+  private maybeResetDone(): void {
+    if (this.resetPending && this.inFlight === 0) {
+      this.resetPending = false;
+      this.log.info('reset done');
+      this.channel.send({ type: 'reset-done' });
+    }
+  }
+
+  private startKickReader(index: number): void {
+    if (this.kickReaders.has(index)) return;
+    this.kickReaders.add(index);
+    const fd = kickFd(index);
+    const buf = Buffer.alloc(8);
+    const readOnce = (): void => {
+      fs.read(fd, buf, 0, 8, null, (err) => {
+        if (err) {
+          this.log.error({ queue: index, err: err.message }, 'kick eventfd read failed: queue no longer served');
+          this.kickReaders.delete(index);
+          return;
+        }
+        this.counters.kicks++;
+        const sq = this.queues[index];
+        if (sq && !sq.stopped) this.drain(sq);
+        readOnce();
+      });
+    };
+    readOnce();
+  }
+
+  private drain(sq: ServedQueue): void {
+    try {
+      for (;;) {
+        let chain: DescriptorChain | null;
+        while (!sq.stopped && (chain = sq.queue.pop()) !== null) this.submit(sq, chain);
+        if (sq.stopped || !sq.queue.enableNotify()) break;
+      }
+    } catch (e) {
+      this.fail(sq, e as Error);
+    }
+  }
+
+  private submit(sq: ServedQueue, chain: DescriptorChain): void {
+    this.counters.requests++;
+    const r = this.backend.handle(chain); // a QueueError here propagates to drain()
+    this.inFlight++;
+    if (typeof r === 'number') {
+      this.complete(sq, chain.head, r);
+      return;
+    }
+    r.then(
+      (len) => this.complete(sq, chain.head, len),
+      (e: Error) => {
+        this.inFlight--;
+        this.fail(sq, e);
+        this.maybeResetDone();
+      },
+    );
+  }
+
+  private complete(sq: ServedQueue, head: number, len: number): void {
+    this.inFlight--;
+    this.counters.completions++;
+    if (!sq.stopped) {
+      sq.queue.pushUsed(head, len);
+      this.scheduleNotify(sq);
+    }
+    this.maybeResetDone();
+  }
+
+  /** Coalesces the completions of one event-loop turn into at most one interrupt. */
+  private scheduleNotify(sq: ServedQueue): void {
+    if (sq.notifyScheduled) return;
+    sq.notifyScheduled = true;
+    setImmediate(() => {
+      sq.notifyScheduled = false;
+      if (sq.stopped || !sq.queue.needsNotify()) return;
+      this.counters.interrupts++;
+      try {
+        libc.eventfdWrite(sq.call);
+      } catch (e) {
+        this.log.error({ queue: sq.index, err: (e as Error).message }, 'call eventfd write failed');
+      }
+    });
+  }
+
+  private fail(sq: ServedQueue, e: Error): void {
+    if (sq.stopped) return;
+    sq.stopped = true;
+    this.counters.queueErrors++;
+    const reason = e instanceof QueueError ? e.message : `internal error: ${e.message}`;
+    this.log.warn({ queue: sq.index, err: reason }, 'queue stopped: device needs reset');
+    this.needsReset(reason, sq.index);
+  }
+}

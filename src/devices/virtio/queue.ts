@@ -1,0 +1,251 @@
+// The split virtqueue, device side (virtio 1.2 §2.7): reads available
+// descriptor chains out of guest memory and publishes used elements. The
+// guest is hostile: every index is checked against the queue size, every
+// buffer against guest RAM, every chain is bounded, and any malformation
+// throws a QueueError (the caller then reports needs-reset and stops the queue).
+import { GuestMemoryError, type GuestMemory } from '../guest-memory.js';
+
+export const VIRTQ_DESC_F_NEXT = 1;
+export const VIRTQ_DESC_F_WRITE = 2;
+export const VIRTQ_DESC_F_INDIRECT = 4;
+export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+export const MAX_QUEUE_SIZE = 32768;
+/** Bound on a chain's total length (readable + writable): the used length is a u32. */
+export const MAX_CHAIN_BYTES = 0xffff_ffff;
+
+export class QueueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueueError';
+  }
+}
+
+export interface QueueConfig {
+  size: number;
+  /** Guest-physical addresses of the descriptor table, the available ring and the used ring. */
+  desc: number;
+  avail: number;
+  used: number;
+}
+
+export interface QueueOptions {
+  /** VIRTIO_F_RING_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+  /** VIRTIO_F_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+}
+
+/** One available request: its buffers as zero-copy views of guest memory. */
+export interface DescriptorChain {
+  head: number;
+  /** Device-readable buffers, in order (they all precede the writable ones). */
+  readable: Uint8Array[];
+  /** Device-writable buffers, in order. */
+  writable: Uint8Array[];
+  readableBytes: number;
+  writableBytes: number;
+}
+
+/** Byte sizes of the three parts of a split queue of `size` entries (event fields included). */
+export function ringSizes(size: number): { desc: number; avail: number; used: number } {
+  return { desc: 16 * size, avail: 6 + 2 * size, used: 6 + 8 * size };
+}
+
+// A full memory barrier. koffi views are not SharedArrayBuffers, so there is
+// no Atomics on guest memory itself; but a locked read-modify-write on any
+// memory is a full fence on x86-64 (V8 emits `lock xadd` for Atomics.add),
+// which orders our used-idx store before the load of used_event / flags, as
+// the split-ring protocol requires (virtio 1.2 §2.7.10, Linux's smp_mb()).
+// Plain loads and stores are otherwise ordered by x86's TSO model.
+const fenceCell = new Int32Array(new SharedArrayBuffer(4));
+function fence(): void {
+  Atomics.add(fenceCell, 0, 0);
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+export class SplitQueue {
+  readonly size: number;
+  private readonly mask: number;
+  private readonly descTable: DataView;
+  private readonly avail: DataView;
+  private readonly used: DataView;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  /** Next available-ring index to take. */
+  private lastAvail = 0;
+  /** Next used-ring index to fill (the value of used->idx we last published). */
+  private usedIdx = 0;
+  /** used->idx when we last decided about notifying. */
+  private signalledUsed = 0;
+  /** Heads popped and not yet returned. */
+  private readonly inFlight: Uint8Array;
+  private inFlightCount = 0;
+
+  constructor(
+    private readonly mem: GuestMemory,
+    cfg: QueueConfig,
+    opts: QueueOptions,
+  ) {
+    if (!isPowerOfTwo(cfg.size) || cfg.size > MAX_QUEUE_SIZE) throw new QueueError(`queue size ${cfg.size} is not a power of 2 ≤ ${MAX_QUEUE_SIZE}`);
+    if (cfg.desc % 16 !== 0 || cfg.avail % 2 !== 0 || cfg.used % 4 !== 0) throw new QueueError('ring addresses are misaligned');
+    this.size = cfg.size;
+    this.mask = cfg.size - 1;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    const sizes = ringSizes(cfg.size);
+    const ev = opts.eventIdx ? 0 : 2; // without EVENT_IDX the trailing event fields need not exist
+    this.descTable = this.view(cfg.desc, sizes.desc, 'descriptor table');
+    this.avail = this.view(cfg.avail, sizes.avail - ev, 'available ring');
+    this.used = this.view(cfg.used, sizes.used - ev, 'used ring');
+    this.inFlight = new Uint8Array(cfg.size);
+  }
+
+  /** Number of chains popped and not yet pushed back. */
+  get pending(): number {
+    return this.inFlightCount;
+  }
+
+  /** True when the driver has made chains available that we have not taken. */
+  hasAvailable(): boolean {
+    return this.availDistance() !== 0;
+  }
+
+  /** Takes the next available chain, or null when there is none. Throws QueueError. */
+  pop(): DescriptorChain | null {
+    const ahead = this.availDistance();
+    if (ahead === 0) return null;
+    const head = this.avail.getUint16(4 + 2 * (this.lastAvail & this.mask), true);
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    if (this.eventIdx) this.used.setUint16(4 + 8 * this.size, this.lastAvail, true); // avail_event
+    if (head >= this.size) throw new QueueError(`available head ${head} ≥ queue size ${this.size}`);
+    if (this.inFlight[head]) throw new QueueError(`descriptor ${head} made available while still in use`);
+    const chain = this.walk(head);
+    this.inFlight[head] = 1;
+    this.inFlightCount++;
+    return chain;
+  }
+
+  /** Returns a chain to the driver with `len` bytes written. */
+  pushUsed(head: number, len: number): void {
+    if (!Number.isInteger(head) || head < 0 || head >= this.size || !this.inFlight[head]) throw new Error(`pushUsed: head ${head} is not in flight`);
+    if (!Number.isInteger(len) || len < 0 || len > 0xffff_ffff) throw new Error(`pushUsed: bad length ${len}`);
+    this.inFlight[head] = 0;
+    this.inFlightCount--;
+    const slot = 4 + 8 * (this.usedIdx & this.mask);
+    this.used.setUint32(slot, head, true);
+    this.used.setUint32(slot + 4, len, true);
+    // The element is written before the index that publishes it (stores stay in order on x86).
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.used.setUint16(2, this.usedIdx, true);
+  }
+
+  /**
+   * Whether the driver wants an interrupt for what was pushed since the last
+   * call: used_event with EVENT_IDX (§2.7.10), else VIRTQ_AVAIL_F_NO_INTERRUPT.
+   */
+  needsNotify(): boolean {
+    const old = this.signalledUsed;
+    const now = this.usedIdx;
+    if (old === now) return false;
+    this.signalledUsed = now;
+    fence();
+    if (this.eventIdx) {
+      const usedEvent = this.avail.getUint16(4 + 2 * this.size, true);
+      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
+    }
+    return (this.avail.getUint16(0, true) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /**
+   * Called when the queue looks drained, before waiting for a kick: publishes
+   * avail_event and re-checks, so a chain made available meanwhile is not
+   * missed. Returns true when there is more to pop.
+   */
+  enableNotify(): boolean {
+    if (this.eventIdx) this.used.setUint16(4 + 8 * this.size, this.lastAvail, true);
+    fence();
+    return this.hasAvailable();
+  }
+
+  private availDistance(): number {
+    const idx = this.avail.getUint16(2, true);
+    const ahead = (idx - this.lastAvail) & 0xffff;
+    if (ahead > this.size) throw new QueueError(`available index ${idx} is ${ahead} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
+    return ahead;
+  }
+
+  private view(gpa: number, len: number, what: string): DataView {
+    try {
+      return this.mem.dataView(gpa, len);
+    } catch (e) {
+      if (e instanceof GuestMemoryError) throw new QueueError(`${what}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  private slice(gpa: number, len: number, i: number): Uint8Array {
+    try {
+      return this.mem.slice(gpa, len);
+    } catch (e) {
+      if (e instanceof GuestMemoryError) throw new QueueError(`descriptor ${i}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** Follows the chain starting at `head` and resolves every buffer. */
+  private walk(head: number): DescriptorChain {
+    const readable: Uint8Array[] = [];
+    const writable: Uint8Array[] = [];
+    let readableBytes = 0;
+    let writableBytes = 0;
+    let table = this.descTable;
+    let tableSize = this.size;
+    let inIndirect = false;
+    let idx = head;
+    // A chain visits at most tableSize descriptors; more means a loop.
+    let count = 0;
+    for (;;) {
+      if (idx >= tableSize) throw new QueueError(`next index ${idx} ≥ ${inIndirect ? 'indirect table size' : 'queue size'} ${tableSize}`);
+      if (++count > tableSize) throw new QueueError(`descriptor chain from head ${head} is longer than ${tableSize} (a loop?)`);
+      const base = 16 * idx;
+      const lo = table.getUint32(base, true);
+      const hi = table.getUint32(base + 4, true);
+      const len = table.getUint32(base + 8, true);
+      const flags = table.getUint16(base + 12, true);
+      const next = table.getUint16(base + 14, true);
+      if (hi >= 0x20_0000) throw new QueueError(`descriptor ${idx} address is beyond 2^53`);
+      const addr = hi * 0x1_0000_0000 + lo;
+
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (!this.indirect) throw new QueueError('indirect descriptor without VIRTIO_F_INDIRECT_DESC');
+        if (inIndirect) throw new QueueError('nested indirect descriptor');
+        if (flags & VIRTQ_DESC_F_NEXT) throw new QueueError('indirect descriptor with NEXT set');
+        if (len === 0 || len % 16 !== 0 || len / 16 > this.size) throw new QueueError(`indirect table length ${len} is not a multiple of 16 in 16..${16 * this.size}`);
+        const t = this.slice(addr, len, idx);
+        table = new DataView(t.buffer, t.byteOffset, t.byteLength);
+        tableSize = len / 16;
+        inIndirect = true;
+        idx = 0;
+        count = 0;
+        continue;
+      }
+
+      const bytes = this.slice(addr, len, idx);
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        writable.push(bytes);
+        writableBytes += len;
+      } else {
+        if (writable.length > 0) throw new QueueError('device-readable descriptor after a writable one');
+        readable.push(bytes);
+        readableBytes += len;
+      }
+      if (readableBytes + writableBytes > MAX_CHAIN_BYTES) throw new QueueError(`descriptor chain from head ${head} is longer than 4 GiB`);
+      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+      idx = next;
+    }
+    return { head, readable, writable, readableBytes, writableBytes };
+  }
+}
