@@ -1,0 +1,84 @@
+// Every mistake a user can make on the command line ends with one sentence
+// on stderr and a non-zero status, never a stack trace.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+
+function assertOneSentence(r: RunResult, status: number, pattern: RegExp): void {
+  assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^splitvm: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+}
+
+describe('splitvm run: user errors', function () {
+  this.timeout(30000);
+  const dir = mkdtempSync(join(tmpdir(), 'splitvm-cli-'));
+  const notKernel = join(dir, 'notes.txt');
+  writeFileSync(notKernel, 'these are not the bytes of a kernel\n'.repeat(100));
+  // A tiny valid ELF kernel, so that errors found after the kernel check can be reached.
+  const elf = join(dir, 'tiny.elf');
+  const asm = join(dir, 'tiny.S');
+  writeFileSync(asm, '.globl _start\n_start: hlt\n');
+  execFileSync('cc', ['-nostdlib', '-static', '-no-pie', '-Wl,--build-id=none', '-Wl,-Ttext-segment=0x1000000', '-o', elf, asm]);
+
+  it('an unknown flag', async function () {
+    assertOneSentence(await runSplitvm(['run', '--bogus']), 2, /unknown option '--bogus'/i);
+  });
+
+  it('an unknown command', async function () {
+    assertOneSentence(await runSplitvm(['fly']), 2, /unknown command "fly"/);
+  });
+
+  it('a flag without its value', async function () {
+    assertOneSentence(await runSplitvm(['run', '--kernel']), 2, /--kernel/);
+  });
+
+  it('bad values for --mem, --cpus and --log-level', async function () {
+    assertOneSentence(await runSplitvm(['run', '--mem', 'lots']), 2, /--mem needs a whole number/);
+    assertOneSentence(await runSplitvm(['run', '--cpus', '0']), 2, /--cpus must be between 1 and/);
+    assertOneSentence(await runSplitvm(['run', '--cpus', '1000']), 2, /--cpus must be between 1 and/);
+    assertOneSentence(await runSplitvm(['run', '--log-level', 'loud']), 2, /--log-level must be one of/);
+  });
+
+  it('a missing kernel', async function () {
+    assertOneSentence(await runSplitvm(['run', '--kernel', join(dir, 'nope')]), 1, /kernel .*nope does not exist/);
+  });
+
+  it('a kernel that is a directory', async function () {
+    assertOneSentence(await runSplitvm(['run', '--kernel', dir]), 1, /is not a regular file/);
+  });
+
+  it('an unreadable kernel (as an unprivileged user)', async function () {
+    const secret = join(dir, 'secret.elf');
+    writeFileSync(secret, 'x');
+    chmodSync(secret, 0o000);
+    chmodSync(dir, 0o755);
+    const r = await runSplitvm(['run', '--kernel', secret], { wrapper: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'] });
+    assertOneSentence(r, 1, /cannot read kernel .*secret\.elf: EACCES/);
+  });
+
+  it('a file that is not a kernel', async function () {
+    assertOneSentence(await runSplitvm(['run', '--kernel', notKernel]), 1, /is not a Linux kernel/);
+  });
+
+  it('more memory than the host can give', async function () {
+    assertOneSentence(await runSplitvm(['run', '--kernel', elf, '--mem', '1000000']), 1, /--mem 1000000 is more than this host can give/);
+  });
+
+  it('no /dev/kvm', async function () {
+    // bwrap's --dev gives a /dev with null, zero, urandom… and no kvm.
+    const r = await runSplitvm(['run', '--kernel', elf], { wrapper: ['bwrap', '--dev-bind', '/', '/', '--dev', '/dev', '--'] });
+    assertOneSentence(r, 1, /\/dev\/kvm does not exist/);
+  });
+
+  it('no permission on /dev/kvm', async function () {
+    const r = await runSplitvm(['run', '--kernel', elf], { wrapper: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'] });
+    assertOneSentence(r, 1, /no permission to open \/dev\/kvm/);
+  });
+});

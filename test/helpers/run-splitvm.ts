@@ -1,0 +1,33 @@
+// Runs the real `splitvm` command as a child process and collects its
+// output and exit status, for CLI and guest tests.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const SPLITVM = fileURLToPath(new URL('../../bin/splitvm.mjs', import.meta.url));
+
+export interface RunResult {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `[wrapper...] node bin/splitvm.mjs args...` and resolves when it exits. */
+export function runSplitvm(args: string[], opts: { wrapper?: string[]; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  const wrapper = opts.wrapper ?? [];
+  const cmd = [...wrapper, process.execPath, SPLITVM, ...args];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000);
+    child.on('error', reject);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
