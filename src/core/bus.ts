@@ -5,7 +5,8 @@
 export interface BusDevice {
   /** Fills `data` with the bytes read at `offset`. */
   read(offset: number, data: Uint8Array): void;
-  write(offset: number, data: Uint8Array): void;
+  /** A device may finish a write asynchronously (the vCPU waits for it). */
+  write(offset: number, data: Uint8Array): void | Promise<void>;
 }
 
 /** A level-triggered interrupt input (an IOAPIC/PIC pin). */
@@ -58,11 +59,9 @@ export class Bus {
     return true;
   }
 
-  /** Writes to the device at `addr`; writes to unclaimed addresses are dropped. Returns whether a device took it. */
-  write(addr: number, data: Uint8Array): boolean {
+  /** Writes to the device at `addr`; writes to unclaimed addresses are dropped. */
+  write(addr: number, data: Uint8Array): void | Promise<void> {
     const r = this.find(addr, data.length);
-    if (!r) return false;
-    r.dev.write(addr - r.base, data);
-    return true;
+    if (r) return r.dev.write(addr - r.base, data);
   }
 }

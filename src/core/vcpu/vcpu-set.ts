@@ -89,8 +89,10 @@ export class VcpuSet {
       const bytes = data.subarray(0, Atomics.load(ch, Slot.SIZE));
       const bus = Atomics.load(ch, Slot.KIND) === Kind.PIO ? this.pio : this.mmio;
       try {
-        if (Atomics.load(ch, Slot.IS_WRITE)) bus.write(addr, bytes);
-        else bus.read(addr, bytes);
+        if (Atomics.load(ch, Slot.IS_WRITE)) {
+          const pending = bus.write(addr, bytes);
+          if (pending) await pending;
+        } else bus.read(addr, bytes);
       } catch (e) {
         this.resolveFirst({ id: -1, reason: 'error', message: `device model failed: ${(e as Error).message}`, fixups: 0 });
       }

@@ -1,0 +1,251 @@
+// Starting a device process, jailed or not: builds the bubblewrap command
+// line (namespaces, a read-only minimal root, no capabilities, rlimits through
+// prlimit), lays out the fds the device inherits, and reports the device's
+// host pid and its own exit status (so a seccomp kill shows as SIGSYS).
+//
+// Why bubblewrap rather than util-linux unshare: bwrap builds the whole
+// jail in one audited, well-kept Debian tool — a fresh tmpfs root with only
+// the binds we list, every namespace, --cap-drop ALL, --die-with-parent,
+// --new-session, a read-only remount of the root — and --json-status-fd gives
+// the jailed process's host pid and exit status. `unshare` would need a
+// hand-written mount/pivot_root script (and a shell in the jail) for the same
+// root, has no die-with-parent and no status channel.
+//
+// fds in the device: 0,1 /dev/null; 2 log; 3 control socketpair; 4, 5, … the
+// `fds` given (memfd, backend, kick0, call0, kick1, call1, …). Nothing else:
+// every other fd of the core is made close-on-exec first, and bwrap closes
+// its status fd before it execs the device.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import type { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { markAllCloexec } from './fds.js';
+
+export type SeccompMode = 'enforce' | 'log' | 'off';
+
+export interface LaunchOptions {
+  /** instance name for messages, e.g. "blk0" */
+  name: string;
+  /** device kind; also names its policy (policies/<kind>.policy) */
+  kind: string;
+  /** device configuration, passed as JSON in argv[2] with name, kind and seccomp added */
+  config: object;
+  /** in order: guest memory memfd, backend fd, kick0, call0, kick1, call1, … → device fds 4, 5, 6, … */
+  fds: number[];
+  /** false: run the device directly (debugging only; no namespaces, no rlimits) */
+  jail: boolean;
+  /** what installPolicy does in the device */
+  seccomp: SeccompMode;
+  /** the device's fd 2: an fd of the core, 'inherit' (the core's stderr, default), or 'pipe' (DeviceProcess.log) */
+  log?: number | 'inherit' | 'pipe';
+  /** the script to run; default <repo>/dist/src/devices/main.js. Must lie in <repo>/dist when jailed. */
+  entry?: string;
+  /** Node flags; default --jitless --no-expose-wasm (the policies forbid executable memory) */
+  nodeFlags?: string[];
+  /** RLIMIT_FSIZE in bytes (writes past it kill the device with SIGXFSZ); default unlimited */
+  fileSizeLimit?: number;
+}
+
+export interface DeviceExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface DeviceProcess {
+  name: string;
+  /** the control socketpair's core end (the device's fd 3) */
+  control: Socket;
+  /** host pid of the Node device process itself (not of bwrap) */
+  pid: number;
+  /** the device's stderr when log was 'pipe' */
+  log: Readable | null;
+  /** resolves once the device process is gone, with its own status */
+  exited: Promise<DeviceExit>;
+  /** SIGKILLs the device (and its jail) if still running */
+  kill(): void;
+}
+
+/** What a user can fix (a missing tool, a jail the kernel refuses): one sentence, no stack. */
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+/** Node flags every device runs with. --jitless lets the policy forbid PROT_EXEC. */
+export const DEVICE_NODE_FLAGS = ['--jitless', '--no-expose-wasm'];
+/** RLIMIT_NOFILE of a jailed device: Node with a worker holds ~30 fds. */
+export const DEVICE_NOFILE = 64;
+/** Where the repository appears inside the jail. */
+export const JAIL_REPO = '/splitvm';
+
+/** The repository root: the nearest ancestor of this module with policies/ and package.json. */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'policies', 'common.policy')) && fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no repository root (policies/common.policy) above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+function which(tool: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = path.join(dir || '.', tool);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+/** bwrap arguments for a read-only root holding Node, its libraries and the repository's built code. */
+export function jailArgs(opts: { root: string; kind: string; statusFd: number }): string[] {
+  const a = [
+    '--unshare-all', // user, mount, pid, net (only lo), ipc, uts, cgroup
+    '--unshare-user', // even as root: a user namespace, in which we are nobody
+    '--uid', '65534', '--gid', '65534',
+    '--disable-userns', // and which cannot create another one
+    '--hostname', `splitvm-${opts.kind}`,
+    '--die-with-parent',
+    '--new-session',
+    '--as-pid-1', // the device itself is pid 1: json status then carries its pid and exit status
+    '--cap-drop', 'ALL',
+    '--clearenv',
+    '--ro-bind', '/usr', '/usr',
+  ];
+  // merged /usr makes these symlinks; otherwise they are real folders
+  for (const top of ['/bin', '/lib', '/lib64', '/lib32', '/libx32']) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(top);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) a.push('--symlink', fs.readlinkSync(top), top);
+    else if (st.isDirectory()) a.push('--ro-bind', top, top);
+  }
+  a.push('--ro-bind-try', '/etc/ld.so.cache', '/etc/ld.so.cache');
+  const node = fs.realpathSync(process.execPath);
+  if (!node.startsWith('/usr/')) a.push('--ro-bind', node, node);
+  for (const part of ['package.json', 'dist', 'node_modules', 'policies']) {
+    a.push('--ro-bind', path.join(opts.root, part), path.join(JAIL_REPO, part));
+  }
+  a.push('--remount-ro', '/', '--chdir', '/', '--json-status-fd', String(opts.statusFd));
+  return a;
+}
+
+const SIGNALS_BY_NUMBER = new Map<number, NodeJS.Signals>(
+  Object.entries(os.constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+);
+
+/** bwrap reports a child killed by signal N as exit code 128 + N. */
+function fromBwrapCode(code: number): DeviceExit {
+  const sig = SIGNALS_BY_NUMBER.get(code - 128);
+  return code > 128 && sig ? { code: null, signal: sig } : { code, signal: null };
+}
+
+/** Starts a device process; resolves once its host pid is known. */
+export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> {
+  const root = repoRoot();
+  const entry = path.resolve(opts.entry ?? path.join(root, 'dist', 'src', 'devices', 'main.js'));
+  if (!fs.existsSync(entry)) {
+    throw new LaunchError(`the device entry ${entry} does not exist; build it first (npm run build)`);
+  }
+  const nodeFlags = opts.nodeFlags ?? DEVICE_NODE_FLAGS;
+  const argJson = JSON.stringify({ ...opts.config, name: opts.name, kind: opts.kind, seccomp: opts.seccomp });
+  const logSlot = opts.log === undefined || opts.log === 'inherit' ? 'inherit' : opts.log;
+  const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', logSlot, 'pipe', ...opts.fds];
+
+  let child: ChildProcess;
+  let status: Readable | null = null;
+  markAllCloexec();
+  if (!opts.jail) {
+    child = spawn(process.execPath, [...nodeFlags, entry, argJson], { stdio, env: {} });
+  } else {
+    const rel = path.relative(path.join(root, 'dist'), entry);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new LaunchError(`a jailed device must run code from ${path.join(root, 'dist')}, not ${entry}`);
+    }
+    const bwrap = which('bwrap');
+    if (!bwrap) throw new LaunchError('bubblewrap (bwrap) is not installed: install the Debian package bubblewrap, or run devices without a jail for debugging');
+    const prlimit = which('prlimit');
+    if (!prlimit) throw new LaunchError('prlimit is not installed: install the Debian package util-linux');
+    const statusFd = stdio.length;
+    stdio.push('pipe');
+    const limits = ['--core=0:0', `--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`];
+    if (opts.fileSizeLimit !== undefined) limits.push(`--fsize=${opts.fileSizeLimit}:${opts.fileSizeLimit}`);
+    // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
+    // and seccomp already forbids creating processes.
+    const jailEntry = path.join(JAIL_REPO, 'dist', rel);
+    const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
+    child = spawn(prlimit, args, { stdio, env: {} });
+    status = child.stdio[statusFd] as Readable;
+  }
+
+  const log = opts.log === 'pipe' ? (child.stdio[2] as Readable) : null;
+  let logTail = '';
+  log?.on('data', (d: Buffer) => {
+    logTail = (logTail + d.toString()).slice(-2000);
+  });
+  const control = child.stdio[3] as Socket;
+  let bwrapExit: DeviceExit | null = null;
+  const exited = new Promise<DeviceExit>((resolve, reject) => {
+    child.once('error', (e) => reject(new LaunchError(`cannot start device ${opts.name}: ${e.message}`)));
+    child.once('exit', (code, signal) => {
+      bwrapExit = code !== null && opts.jail ? fromBwrapCode(code) : { code, signal };
+      resolve(bwrapExit);
+    });
+  });
+  exited.catch(() => undefined);
+
+  let pid: number;
+  if (!status) {
+    pid = await new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid!));
+      child.once('error', (e) => reject(new LaunchError(`cannot start device ${opts.name}: ${e.message}`)));
+    });
+  } else {
+    const s = status;
+    pid = await new Promise<number>((resolve, reject) => {
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString();
+        for (const m of buf.matchAll(/"child-pid":\s*(\d+)/g)) resolve(Number(m[1]));
+      });
+      child.once('error', (e) => reject(new LaunchError(`cannot start device ${opts.name}: ${e.message}`)));
+      void exited.then((e) => {
+        const why = logTail.trim().split('\n').pop();
+        reject(
+          new LaunchError(
+            `the jail for device ${opts.name} failed before the device started (bwrap ${e.signal ?? `exit ${e.code}`})` +
+              (why ? `: ${why}` : ' (its message is in the device log)'),
+          ),
+        );
+      });
+    });
+    s.resume();
+  }
+
+  return {
+    name: opts.name,
+    control,
+    pid,
+    log,
+    exited,
+    kill() {
+      if (bwrapExit) return;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      child.kill('SIGKILL');
+    },
+  };
+}
