@@ -68,7 +68,7 @@ export class PciConfigSpace {
   /** The guest-physical address BAR `index` decodes at, or null when memory decoding is off. */
   barAddress(index: number): number | null {
     if (!(this.dv.getUint16(PCI_COMMAND, true) & PCI_COMMAND_MEMORY)) return null;
-    return this.dv.getUint32(PCI_BAR0 + 4 * index, true) & ~0xf;
+    return (this.dv.getUint32(PCI_BAR0 + 4 * index, true) & ~0xf) >>> 0;
   }
 
   barSize(index: number): number {

@@ -1,0 +1,230 @@
+// The virtio-pci transport as a guest driver sees it, through config space
+// (0xCF8/0xCFC) and BAR0, with a recording fake in place of KVM and of the
+// device process: feature negotiation, queue setup, activation, MSI-X
+// routing to irqfds, masking, configuration interrupts, reset.
+import assert from 'node:assert/strict';
+import { PciRoot } from '../../../src/core/pci/root.js';
+import type { MsiMessage } from '../../../src/core/pci/msix.js';
+import { BAR0, Status, VirtioPciTransport, type DeviceLink, type TransportHost } from '../../../src/core/virtio/pci-transport.js';
+import type { BusDevice } from '../../../src/core/bus.js';
+
+const BAR = 0xc0000000;
+
+class FakeHost implements TransportHost {
+  events: string[] = [];
+  private gsi = 24;
+  mapped = new Map<number, BusDevice>();
+  allocGsi() { return this.gsi++; }
+  setMsiRoute(gsi: number, m: MsiMessage) { this.events.push(`route ${gsi} ${m.addressLo.toString(16)}/${m.data}`); }
+  removeMsiRoute(gsi: number) { this.events.push(`unroute ${gsi}`); }
+  assignIrqfd(fd: number, gsi: number) { this.events.push(`irqfd ${fd}->${gsi}`); }
+  deassignIrqfd(fd: number, gsi: number) { this.events.push(`no-irqfd ${fd}->${gsi}`); }
+  signalMsi(m: MsiMessage) { this.events.push(`msi ${m.data}`); }
+  assignIoeventfd(fd: number, addr: number, len: number) { this.events.push(`ioeventfd ${fd}@${addr.toString(16)}/${len}`); }
+  deassignIoeventfd(fd: number, addr: number) { this.events.push(`no-ioeventfd ${fd}@${addr.toString(16)}`); }
+  mapBar(addr: number, _len: number, dev: BusDevice) { this.mapped.set(addr, dev); }
+  unmapBar(addr: number) { this.mapped.delete(addr); }
+}
+
+class FakeLink implements DeviceLink {
+  activations: { features: number; queues: unknown[] }[] = [];
+  resets = 0;
+  configWrites: [number, number[]][] = [];
+  activate(features: number, queues: unknown[]) { this.activations.push({ features, queues }); }
+  async reset() { this.resets++; }
+  writeConfig(offset: number, data: Uint8Array) { this.configWrites.push([offset, [...data]]); }
+}
+
+function setup() {
+  const host = new FakeHost();
+  const link = new FakeLink();
+  const t = new VirtioPciTransport({
+    deviceId: 2, classCode: 0x018000, deviceFeatures: 2 ** 32 + (1 << 9) + (1 << 6), numQueues: 2, maxQueueSize: 256,
+    config: Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8), kickFds: [100, 101], callFds: [200, 201],
+  }, host, link, BAR);
+  const root = new PciRoot();
+  const slot = root.add(t);
+  const cfg = (reg: number, size: number, value?: number) => {
+    const a = new Uint8Array(4);
+    new DataView(a.buffer).setUint32(0, 0x80000000 | (slot << 11) | (reg & 0xfc), true);
+    root.write(0, a);
+    const d = new Uint8Array(size);
+    if (value === undefined) {
+      root.read(4 + (reg & 3), d);
+      return d.reduceRight((v, b) => v * 256 + b, 0);
+    }
+    for (let i = 0; i < size; i++) d[i] = (value >>> (8 * i)) & 0xff;
+    root.write(4 + (reg & 3), d);
+    return 0;
+  };
+  const bar = (off: number, size: number, value?: number) => {
+    const d = new Uint8Array(size);
+    if (value === undefined) {
+      t.read(off, d);
+      return d.reduceRight((v, b) => v * 256 + b, 0);
+    }
+    for (let i = 0; i < size; i++) d[i] = Math.floor(value / 256 ** i) & 0xff;
+    return t.write(off, d);
+  };
+  return { host, link, t, root, slot, cfg, bar };
+}
+
+/** Walks the capability list: [id, offset, cfg_type] for each. */
+function caps(cfg: (r: number, s: number) => number): [number, number, number][] {
+  const out: [number, number, number][] = [];
+  for (let p = cfg(0x34, 1); p; p = cfg(p + 1, 1)) out.push([cfg(p, 1), p, cfg(p + 3, 1)]);
+  return out;
+}
+
+describe('virtio-pci transport', function () {
+  it('shows a host bridge at slot 0 and the device with modern virtio ids', function () {
+    const { cfg, root, slot } = setup();
+    assert.ok(slot > 0);
+    const a = new Uint8Array(4);
+    new DataView(a.buffer).setUint32(0, 0x80000000, true);
+    root.write(0, a);
+    const id = new Uint8Array(4);
+    root.read(4 + 2, id.subarray(0, 2));
+    root.read(4 + 0, new Uint8Array(2));
+    assert.equal(cfg(0x00, 2), 0x1af4);
+    assert.equal(cfg(0x02, 2), 0x1042);
+    assert.equal(cfg(0x08, 1), 1, 'revision 1 (modern)');
+    assert.equal(cfg(0x0b, 1), 0x01, 'class: mass storage');
+  });
+
+  it('sizes BAR0 like real hardware', function () {
+    const { cfg } = setup();
+    assert.equal(cfg(0x10, 4), BAR);
+    cfg(0x10, 4, 0xffffffff);
+    assert.equal(cfg(0x10, 4), (~(BAR0.SIZE - 1)) >>> 0);
+    cfg(0x10, 4, BAR);
+    assert.equal(cfg(0x10, 4), BAR);
+  });
+
+  it('lists the common, ISR, device, notify and MSI-X capabilities', function () {
+    const { cfg } = setup();
+    const list = caps(cfg);
+    assert.deepEqual(list.filter(([id]) => id === 9).map(([, , type]) => type), [1, 3, 4, 2]);
+    const notify = list.find(([id, , type]) => id === 9 && type === 2)!;
+    assert.equal(cfg(notify[1] + 16, 4), BAR0.NOTIFY_MULTIPLIER, 'notify_off_multiplier');
+    const msix = list.find(([id]) => id === 0x11)!;
+    assert.equal((cfg(msix[1] + 2, 2) & 0x7ff) + 1, 3, 'one vector per queue plus config');
+  });
+
+  it('maps BAR0 and the notify ioeventfds when memory decoding is enabled', function () {
+    const { cfg, host } = setup();
+    assert.equal(host.mapped.size, 0);
+    cfg(0x04, 2, 0x6);
+    assert.ok(host.mapped.has(BAR));
+    assert.deepEqual(host.events.filter((e) => e.startsWith('ioeventfd')), [
+      `ioeventfd 100@${(BAR + BAR0.NOTIFY).toString(16)}/2`,
+      `ioeventfd 101@${(BAR + BAR0.NOTIFY + 4).toString(16)}/2`,
+    ]);
+    cfg(0x10, 4, 0xd0000000);
+    assert.ok(host.mapped.has(0xd0000000) && !host.mapped.has(BAR), 'BAR moved');
+    assert.ok(host.events.includes(`no-ioeventfd 100@${(BAR + BAR0.NOTIFY).toString(16)}`));
+  });
+
+  it('negotiates features and refuses FEATURES_OK without VERSION_1 or with unoffered bits', async function () {
+    const { bar } = setup();
+    bar(0x00, 4, 1);
+    assert.equal(bar(0x04, 4), 1, 'VERSION_1 in the high word');
+    bar(0x00, 4, 0);
+    assert.equal(bar(0x04, 4), (1 << 9) | (1 << 6));
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    bar(0x08, 4, 0);
+    bar(0x0c, 4, 1 << 9);
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.equal(bar(0x14, 1) & Status.FEATURES_OK, 0, 'no VERSION_1: refused');
+    bar(0x08, 4, 1);
+    bar(0x0c, 4, 1 | 2);
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.equal(bar(0x14, 1) & Status.FEATURES_OK, 0, 'unoffered bit 33: refused');
+    bar(0x0c, 4, 1);
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.ok(bar(0x14, 1) & Status.FEATURES_OK);
+  });
+
+  it('activates the device with the enabled queues, routes vectors and honours masks', async function () {
+    const { bar, cfg, link, host } = setup();
+    cfg(0x04, 2, 0x6);
+    const msixCap = caps(cfg).find(([id]) => id === 0x11)![1];
+    cfg(msixCap + 2, 2, 0x8000); // MSI-X enable
+    for (let v = 0; v < 3; v++) {
+      bar(BAR0.MSIX_TABLE + v * 16, 4, 0xfee00000);
+      bar(BAR0.MSIX_TABLE + v * 16 + 8, 4, 0x40 + v);
+      bar(BAR0.MSIX_TABLE + v * 16 + 12, 4, 0); // unmask
+    }
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    bar(0x08, 4, 1);
+    bar(0x0c, 4, 1);
+    bar(0x08, 4, 0);
+    bar(0x0c, 4, 1 << 9);
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    bar(0x10, 2, 2); // config vector
+    assert.equal(bar(0x12, 2), 2, 'num_queues');
+    bar(0x16, 2, 0);
+    assert.equal(bar(0x18, 2), 256);
+    bar(0x18, 2, 100); // not a power of 2: ignored
+    assert.equal(bar(0x18, 2), 256);
+    bar(0x18, 2, 128);
+    bar(0x1a, 2, 0);
+    bar(0x20, 8, 0x10000);
+    bar(0x28, 4, 0x11000);
+    bar(0x2c, 4, 0);
+    bar(0x30, 8, 0x12000);
+    bar(0x1c, 2, 1);
+    assert.ok(host.events.includes('irqfd 200->24'), `queue 0 vector routed: ${host.events}`);
+    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    assert.deepEqual(link.activations, [{ features: 2 ** 32 + (1 << 9), queues: [{ index: 0, size: 128, desc: 0x10000, avail: 0x11000, used: 0x12000 }] }]);
+    bar(0x20, 8, 0x99000); // frozen after DRIVER_OK
+    assert.equal(bar(0x20, 4), 0x10000);
+
+    host.events = [];
+    bar(BAR0.MSIX_TABLE + 12, 4, 1); // mask vector 0
+    assert.deepEqual(host.events, ['no-irqfd 200->24']);
+    host.events = [];
+    bar(BAR0.MSIX_TABLE + 12, 4, 0);
+    assert.deepEqual(host.events, ['irqfd 200->24']);
+
+    host.events = [];
+    cfg(msixCap + 2, 2, 0x0000); // MSI-X disabled: no queue can interrupt
+    assert.deepEqual(host.events, ['no-irqfd 200->24']);
+  });
+
+  it('sends a config interrupt on config change, held while masked, and reads the new config', async function () {
+    const { bar, cfg, host, t } = setup();
+    cfg(0x04, 2, 0x6);
+    const msixCap = caps(cfg).find(([id]) => id === 0x11)![1];
+    cfg(msixCap + 2, 2, 0x8000);
+    bar(BAR0.MSIX_TABLE + 2 * 16 + 8, 4, 0x77);
+    bar(0x10, 2, 2);
+    t.configChanged(Uint8Array.of(9, 9, 9, 9, 9, 9, 9, 9));
+    assert.ok(!host.events.includes('msi 119'), 'masked: not delivered');
+    assert.equal(bar(BAR0.MSIX_PBA, 1) & 4, 4, 'pending bit');
+    bar(BAR0.MSIX_TABLE + 2 * 16 + 12, 4, 0);
+    assert.ok(host.events.includes('msi 119'), 'delivered on unmask');
+    assert.equal(bar(BAR0.MSIX_PBA, 1) & 4, 0);
+    assert.equal(bar(0x15, 1), 1, 'config generation');
+    assert.equal(bar(BAR0.DEVICE, 4), 0x09090909);
+    assert.equal(bar(BAR0.ISR, 1), 2, 'ISR config bit, cleared on read');
+    assert.equal(bar(BAR0.ISR, 1), 0);
+  });
+
+  it('sets DEVICE_NEEDS_RESET and clears everything on reset, waiting for the device', async function () {
+    const { bar, link, t } = setup();
+    await bar(0x14, 1, Status.ACKNOWLEDGE);
+    t.needsReset();
+    assert.ok(bar(0x14, 1) & Status.DEVICE_NEEDS_RESET);
+    await bar(0x14, 1, 0);
+    assert.equal(bar(0x14, 1), 0);
+    assert.equal(link.resets, 1);
+  });
+
+  it('forwards device config writes and ignores reads past the end', async function () {
+    const { bar, link } = setup();
+    await bar(BAR0.DEVICE + 4, 1, 0xaa);
+    assert.deepEqual(link.configWrites, [[4, [0xaa]]]);
+    assert.equal(bar(BAR0.DEVICE + 100, 4), 0);
+  });
+});
