@@ -57,16 +57,17 @@ function setup() {
     root.write(4 + (reg & 3), d);
     return 0;
   };
-  const bar = (off: number, size: number, value?: number) => {
+  const rd = (off: number, size: number): number => {
     const d = new Uint8Array(size);
-    if (value === undefined) {
-      t.read(off, d);
-      return d.reduceRight((v, b) => v * 256 + b, 0);
-    }
+    t.read(off, d);
+    return d.reduceRight((v, b) => v * 256 + b, 0);
+  };
+  const wr = (off: number, size: number, value: number): void | Promise<void> => {
+    const d = new Uint8Array(size);
     for (let i = 0; i < size; i++) d[i] = Math.floor(value / 256 ** i) & 0xff;
     return t.write(off, d);
   };
-  return { host, link, t, root, slot, cfg, bar };
+  return { host, link, t, root, slot, cfg, rd, wr };
 }
 
 /** Walks the capability list: [id, offset, cfg_type] for each. */
@@ -126,65 +127,65 @@ describe('virtio-pci transport', function () {
   });
 
   it('negotiates features and refuses FEATURES_OK without VERSION_1 or with unoffered bits', async function () {
-    const { bar } = setup();
-    bar(0x00, 4, 1);
-    assert.equal(bar(0x04, 4), 1, 'VERSION_1 in the high word');
-    bar(0x00, 4, 0);
-    assert.equal(bar(0x04, 4), (1 << 9) | (1 << 6));
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
-    bar(0x08, 4, 0);
-    bar(0x0c, 4, 1 << 9);
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
-    assert.equal(bar(0x14, 1) & Status.FEATURES_OK, 0, 'no VERSION_1: refused');
-    bar(0x08, 4, 1);
-    bar(0x0c, 4, 1 | 2);
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
-    assert.equal(bar(0x14, 1) & Status.FEATURES_OK, 0, 'unoffered bit 33: refused');
-    bar(0x0c, 4, 1);
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
-    assert.ok(bar(0x14, 1) & Status.FEATURES_OK);
+    const { rd, wr } = setup();
+    wr(0x00, 4, 1);
+    assert.equal(rd(0x04, 4), 1, 'VERSION_1 in the high word');
+    wr(0x00, 4, 0);
+    assert.equal(rd(0x04, 4), (1 << 9) | (1 << 6));
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    wr(0x08, 4, 0);
+    wr(0x0c, 4, 1 << 9);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.equal(rd(0x14, 1) & Status.FEATURES_OK, 0, 'no VERSION_1: refused');
+    wr(0x08, 4, 1);
+    wr(0x0c, 4, 1 | 2);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.equal(rd(0x14, 1) & Status.FEATURES_OK, 0, 'unoffered bit 33: refused');
+    wr(0x0c, 4, 1);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.ok(rd(0x14, 1) & Status.FEATURES_OK);
   });
 
   it('activates the device with the enabled queues, routes vectors and honours masks', async function () {
-    const { bar, cfg, link, host } = setup();
+    const { rd, wr, cfg, link, host } = setup();
     cfg(0x04, 2, 0x6);
     const msixCap = caps(cfg).find(([id]) => id === 0x11)![1];
     cfg(msixCap + 2, 2, 0x8000); // MSI-X enable
     for (let v = 0; v < 3; v++) {
-      bar(BAR0.MSIX_TABLE + v * 16, 4, 0xfee00000);
-      bar(BAR0.MSIX_TABLE + v * 16 + 8, 4, 0x40 + v);
-      bar(BAR0.MSIX_TABLE + v * 16 + 12, 4, 0); // unmask
+      wr(BAR0.MSIX_TABLE + v * 16, 4, 0xfee00000);
+      wr(BAR0.MSIX_TABLE + v * 16 + 8, 4, 0x40 + v);
+      wr(BAR0.MSIX_TABLE + v * 16 + 12, 4, 0); // unmask
     }
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
-    bar(0x08, 4, 1);
-    bar(0x0c, 4, 1);
-    bar(0x08, 4, 0);
-    bar(0x0c, 4, 1 << 9);
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
-    bar(0x10, 2, 2); // config vector
-    assert.equal(bar(0x12, 2), 2, 'num_queues');
-    bar(0x16, 2, 0);
-    assert.equal(bar(0x18, 2), 256);
-    bar(0x18, 2, 100); // not a power of 2: ignored
-    assert.equal(bar(0x18, 2), 256);
-    bar(0x18, 2, 128);
-    bar(0x1a, 2, 0);
-    bar(0x20, 8, 0x10000);
-    bar(0x28, 4, 0x11000);
-    bar(0x2c, 4, 0);
-    bar(0x30, 8, 0x12000);
-    bar(0x1c, 2, 1);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    wr(0x08, 4, 1);
+    wr(0x0c, 4, 1);
+    wr(0x08, 4, 0);
+    wr(0x0c, 4, 1 << 9);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    wr(0x10, 2, 2); // config vector
+    assert.equal(rd(0x12, 2), 2, 'num_queues');
+    wr(0x16, 2, 0);
+    assert.equal(rd(0x18, 2), 256);
+    wr(0x18, 2, 100); // not a power of 2: ignored
+    assert.equal(rd(0x18, 2), 256);
+    wr(0x18, 2, 128);
+    wr(0x1a, 2, 0);
+    wr(0x20, 8, 0x10000);
+    wr(0x28, 4, 0x11000);
+    wr(0x2c, 4, 0);
+    wr(0x30, 8, 0x12000);
+    wr(0x1c, 2, 1);
     assert.ok(host.events.includes('irqfd 200->24'), `queue 0 vector routed: ${host.events}`);
-    await bar(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
     assert.deepEqual(link.activations, [{ features: 2 ** 32 + (1 << 9), queues: [{ index: 0, size: 128, desc: 0x10000, avail: 0x11000, used: 0x12000 }] }]);
-    bar(0x20, 8, 0x99000); // frozen after DRIVER_OK
-    assert.equal(bar(0x20, 4), 0x10000);
+    wr(0x20, 8, 0x99000); // frozen after DRIVER_OK
+    assert.equal(rd(0x20, 4), 0x10000);
 
     host.events = [];
-    bar(BAR0.MSIX_TABLE + 12, 4, 1); // mask vector 0
+    wr(BAR0.MSIX_TABLE + 12, 4, 1); // mask vector 0
     assert.deepEqual(host.events, ['no-irqfd 200->24']);
     host.events = [];
-    bar(BAR0.MSIX_TABLE + 12, 4, 0);
+    wr(BAR0.MSIX_TABLE + 12, 4, 0);
     assert.deepEqual(host.events, ['irqfd 200->24']);
 
     host.events = [];
@@ -193,38 +194,38 @@ describe('virtio-pci transport', function () {
   });
 
   it('sends a config interrupt on config change, held while masked, and reads the new config', async function () {
-    const { bar, cfg, host, t } = setup();
+    const { rd, wr, cfg, host, t } = setup();
     cfg(0x04, 2, 0x6);
     const msixCap = caps(cfg).find(([id]) => id === 0x11)![1];
     cfg(msixCap + 2, 2, 0x8000);
-    bar(BAR0.MSIX_TABLE + 2 * 16 + 8, 4, 0x77);
-    bar(0x10, 2, 2);
+    wr(BAR0.MSIX_TABLE + 2 * 16 + 8, 4, 0x77);
+    wr(0x10, 2, 2);
     t.configChanged(Uint8Array.of(9, 9, 9, 9, 9, 9, 9, 9));
     assert.ok(!host.events.includes('msi 119'), 'masked: not delivered');
-    assert.equal(bar(BAR0.MSIX_PBA, 1) & 4, 4, 'pending bit');
-    bar(BAR0.MSIX_TABLE + 2 * 16 + 12, 4, 0);
+    assert.equal(rd(BAR0.MSIX_PBA, 1) & 4, 4, 'pending bit');
+    wr(BAR0.MSIX_TABLE + 2 * 16 + 12, 4, 0);
     assert.ok(host.events.includes('msi 119'), 'delivered on unmask');
-    assert.equal(bar(BAR0.MSIX_PBA, 1) & 4, 0);
-    assert.equal(bar(0x15, 1), 1, 'config generation');
-    assert.equal(bar(BAR0.DEVICE, 4), 0x09090909);
-    assert.equal(bar(BAR0.ISR, 1), 2, 'ISR config bit, cleared on read');
-    assert.equal(bar(BAR0.ISR, 1), 0);
+    assert.equal(rd(BAR0.MSIX_PBA, 1) & 4, 0);
+    assert.equal(rd(0x15, 1), 1, 'config generation');
+    assert.equal(rd(BAR0.DEVICE, 4), 0x09090909);
+    assert.equal(rd(BAR0.ISR, 1), 2, 'ISR config bit, cleared on read');
+    assert.equal(rd(BAR0.ISR, 1), 0);
   });
 
   it('sets DEVICE_NEEDS_RESET and clears everything on reset, waiting for the device', async function () {
-    const { bar, link, t } = setup();
-    await bar(0x14, 1, Status.ACKNOWLEDGE);
+    const { rd, wr, link, t } = setup();
+    await wr(0x14, 1, Status.ACKNOWLEDGE);
     t.needsReset();
-    assert.ok(bar(0x14, 1) & Status.DEVICE_NEEDS_RESET);
-    await bar(0x14, 1, 0);
-    assert.equal(bar(0x14, 1), 0);
+    assert.ok(rd(0x14, 1) & Status.DEVICE_NEEDS_RESET);
+    await wr(0x14, 1, 0);
+    assert.equal(rd(0x14, 1), 0);
     assert.equal(link.resets, 1);
   });
 
   it('forwards device config writes and ignores reads past the end', async function () {
-    const { bar, link } = setup();
-    await bar(BAR0.DEVICE + 4, 1, 0xaa);
+    const { rd, wr, link } = setup();
+    await wr(BAR0.DEVICE + 4, 1, 0xaa);
     assert.deepEqual(link.configWrites, [[4, [0xaa]]]);
-    assert.equal(bar(BAR0.DEVICE + 100, 4), 0);
+    assert.equal(rd(BAR0.DEVICE + 100, 4), 0);
   });
 });
