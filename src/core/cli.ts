@@ -11,7 +11,10 @@ import { pino } from 'pino';
 import { BootError, KernelFormatError, detectKernelFormat } from './boot/kernel.js';
 import { MPTABLE_MAX_CPUS } from './boot/mptable.js';
 import { attachConsole } from './console.js';
+import { LaunchError, type SeccompMode } from './jail/launch.js';
 import { KvmUnavailableError } from './kvm/vm.js';
+import { DeviceStartError } from './supervisor/device-process.js';
+import { parseDiskSpec, type DiskSpec } from './supervisor/disk-spec.js';
 import { Machine } from './machine.js';
 import { MiB } from './memory.js';
 import { SOFTWARE_KVM_KERNEL_PARAMS, isSoftwareKvmHost } from './quirks.js';
@@ -25,6 +28,10 @@ export const USAGE = `usage: splitvm run [options]
   --append S         appended to the kernel command line
   --mem MiB          guest RAM in MiB (default 128)
   --cpus N           number of vCPUs, 1 to ${MPTABLE_MAX_CPUS} (default 1)
+  --disk PATH[,ro][,serial=S]
+                     a raw disk image as a virtio-blk device (repeatable: /dev/vda, /dev/vdb, ...)
+  --seccomp MODE     device processes' seccomp policy: enforce (default), log (only log
+                     what the policy forbids, for writing policies) or off (no filter)
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
   -h, --help         this text
 On the serial console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.`;
@@ -48,6 +55,8 @@ export interface RunOptions {
   cmdline: string;
   memMiB: number;
   cpus: number;
+  disks: DiskSpec[];
+  seccomp: SeccompMode;
   logLevel: string;
 }
 
@@ -72,6 +81,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
         append: { type: 'string' },
         mem: { type: 'string', default: '128' },
         cpus: { type: 'string', default: '1' },
+        disk: { type: 'string', multiple: true, default: [] },
+        seccomp: { type: 'string', default: 'enforce' },
         'log-level': { type: 'string', default: 'warn' },
       },
     });
@@ -81,6 +92,14 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const v = parsed.values;
   const logLevel = v['log-level']!;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}"`);
+  const seccomp = v.seccomp!;
+  if (seccomp !== 'enforce' && seccomp !== 'log' && seccomp !== 'off') throw new UsageError(`--seccomp must be enforce, log or off, not "${seccomp}"`);
+  let disks: DiskSpec[];
+  try {
+    disks = v.disk!.map(parseDiskSpec);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   let cmdline = v.cmdline ?? DEFAULT_CMDLINE;
   if (v.append) cmdline = `${cmdline} ${v.append}`;
   return {
@@ -89,6 +108,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
     cmdline,
     memMiB: positiveInt('--mem', v.mem!, 16, 1024 * 1024),
     cpus: positiveInt('--cpus', v.cpus!, 1, MPTABLE_MAX_CPUS),
+    disks,
+    seccomp,
     logLevel,
   };
 }
@@ -152,10 +173,18 @@ export async function run(opts: RunOptions): Promise<number> {
   const cmdline = quirks ? `${opts.cmdline} ${SOFTWARE_KVM_KERNEL_PARAMS}` : opts.cmdline;
   if (quirks) log.info('software KVM host (kvm_pvm): applying its fixups and kernel parameters');
 
+  if (opts.seccomp !== 'enforce' && opts.disks.length > 0) {
+    process.stderr.write(
+      `splitvm: WARNING: --seccomp=${opts.seccomp}: device processes run ${opts.seccomp === 'log' ? 'with a filter that only LOGS forbidden system calls' : 'WITHOUT a seccomp filter'}; a compromised device is not contained. Do not run untrusted guests like this.\n`,
+    );
+  }
   const console_ = attachConsole();
   let machine: Machine;
   try {
-    machine = Machine.create({ kernel, initrd, cmdline, memBytes, cpus: opts.cpus, serialOutput: console_.write, log });
+    machine = Machine.create({
+      kernel, initrd, cmdline, memBytes, cpus: opts.cpus, disks: opts.disks, seccomp: opts.seccomp, jail: true,
+      serialOutput: console_.write, log,
+    });
   } catch (e) {
     console_.detach();
     throw e;
@@ -163,8 +192,12 @@ export async function run(opts: RunOptions): Promise<number> {
   console_.onInput((bytes) => machine.serial.enqueueInput(bytes));
   machine.serial.onRxSpace = () => console_.resume();
   console_.onQuit(() => machine.stop());
-  const exit = await machine.run();
-  console_.detach();
+  let exit;
+  try {
+    exit = await machine.run();
+  } finally {
+    console_.detach();
+  }
   if (exit.kind === 'error') {
     process.stderr.write(`splitvm: ${exit.message}\n`);
     return 1;
@@ -193,7 +226,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return e.status;
     }
-    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError) {
+    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError) {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return 1;
     }

@@ -11,8 +11,15 @@ import { Kvm, type Vm } from './kvm/vm.js';
 import { CMOS_PORT, CMOS_PORT_COUNT, CmosRtc } from './legacy/cmos-rtc.js';
 import { I8042, I8042_PORT, I8042_PORT_COUNT } from './legacy/i8042.js';
 import { COM1_IRQ, COM1_PORT, UART_PORT_COUNT, Uart8250 } from './legacy/uart-8250.js';
-import { GuestMemory } from './memory.js';
+import { GuestMemory, MMIO_HOLE_START } from './memory.js';
+import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciRoot } from './pci/root.js';
 import { isSoftwareKvmHost } from './quirks.js';
+import type { SeccompMode } from './jail/launch.js';
+import type { DiskSpec } from './supervisor/disk-spec.js';
+import { DeviceStartError, VirtioDeviceProcess } from './supervisor/device-process.js';
+import * as libc from '../sys/libc.js';
+import { BAR0, VirtioPciTransport } from './virtio/pci-transport.js';
+import { KvmTransportHost } from './virtio/transport-host.js';
 import type { VcpuBootState } from './vcpu/protocol.js';
 import { VcpuSet } from './vcpu/vcpu-set.js';
 
@@ -22,6 +29,11 @@ export interface MachineConfig {
   cmdline: string;
   memBytes: number;
   cpus: number;
+  /** virtio-blk disks, each served by its own device process. */
+  disks: DiskSpec[];
+  /** How device processes are confined: seccomp mode, and whether they run in a jail at all. */
+  seccomp: SeccompMode;
+  jail: boolean;
   /** Bytes the guest writes to its serial port. */
   serialOutput: (bytes: Uint8Array) => void;
   log: Logger;
@@ -40,6 +52,10 @@ export class Machine {
   readonly mmio = new Bus('mmio');
   readonly serial: Uart8250;
   readonly quirks: boolean;
+  readonly pci = new PciRoot();
+  readonly devices: VirtioDeviceProcess[] = [];
+  private readonly transportHost: KvmTransportHost;
+  private nextBar = MMIO_HOLE_START;
   private readonly vcpus: VcpuSet;
   private readonly stopRequested: Promise<MachineExit>;
   private requestStop!: (e: MachineExit) => void;
@@ -65,7 +81,42 @@ export class Machine {
     const low = this.memory.lowEnd;
     const high = this.memory.size - low;
     this.pio.insert(CMOS_PORT, CMOS_PORT_COUNT, new CmosRtc({ ramBelow4G: low, ramAbove4G: high }));
+    this.pio.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, this.pci);
+    this.transportHost = new KvmTransportHost(this.vm, this.mmio);
     this.vcpus = new VcpuSet(this.pio, this.mmio);
+  }
+
+  /** Opens a disk image, starts its jailed virtio-blk process and puts it on the PCI bus. */
+  private async addDisk(spec: DiskSpec, index: number): Promise<void> {
+    let fd: number;
+    try {
+      fd = libc.open(spec.path, spec.readOnly ? libc.O_RDONLY : libc.O_RDWR);
+    } catch (e) {
+      throw new DeviceStartError(`cannot open disk image ${spec.path}: ${e instanceof libc.SysError ? libc.errnoName(e.errno) : (e as Error).message}`);
+    }
+    const { config } = this;
+    const name = `blk${index}`;
+    let dev: VirtioDeviceProcess;
+    try {
+      dev = await VirtioDeviceProcess.start({
+        name, kind: 'blk', numQueues: 1, backendFd: fd, memory: this.memory,
+        config: { blk: spec.serial === undefined ? { readOnly: spec.readOnly } : { readOnly: spec.readOnly, serial: spec.serial } },
+        jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log,
+      });
+    } finally {
+      // The device process holds its own copy of the fd.
+      libc.close(fd);
+    }
+    const transport = new VirtioPciTransport({
+      deviceId: 2, classCode: 0x018000, deviceFeatures: dev.hello.deviceFeatures, numQueues: dev.hello.numQueues,
+      maxQueueSize: dev.hello.maxQueueSize, config: dev.hello.config, kickFds: dev.kickFds, callFds: dev.callFds,
+    }, this.transportHost, dev, this.nextBar);
+    this.nextBar += BAR0.SIZE;
+    dev.onFailure = () => transport.needsReset();
+    dev.onConfigChanged = (c) => transport.configChanged(c);
+    const slot = this.pci.add(transport);
+    this.devices.push(dev);
+    config.log.info({ device: name, pid: dev.pid, slot, image: spec.path, readOnly: spec.readOnly }, 'virtio-blk device started');
   }
 
   static create(config: MachineConfig): Machine {
@@ -82,6 +133,12 @@ export class Machine {
 
   async run(): Promise<MachineExit> {
     const { config } = this;
+    try {
+      for (const [i, disk] of config.disks.entries()) await this.addDisk(disk, i);
+    } catch (e) {
+      await this.shutdownDevices();
+      throw e;
+    }
     const boot = loadLinux(this.memory, { kernel: config.kernel, initrd: config.initrd, cmdline: config.cmdline, cpus: config.cpus });
     config.log.info({ format: boot.format, entry: boot.cpu.rip, initrd: boot.initrd, cmdline: config.cmdline }, 'kernel loaded');
     const c = boot.cpu;
@@ -105,9 +162,14 @@ export class Machine {
       ),
     ]);
     const exits = await this.vcpus.stop();
+    await this.shutdownDevices();
     const fixups = exits.reduce((n, e) => n + e.fixups, 0);
     config.log.info({ exit: first, fixups }, 'machine stopped');
     return first.kind === 'error' ? first : { ...first, fixups };
+  }
+
+  private async shutdownDevices(): Promise<void> {
+    await Promise.all(this.devices.map((d) => d.shutdown()));
   }
 
   /** Asks the machine to stop as if the guest had reset it. */

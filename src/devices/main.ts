@@ -24,7 +24,7 @@ function fatal(log: Logger | undefined, msg: string): never {
 }
 
 async function installSeccomp(config: DeviceConfig, log: Logger): Promise<void> {
-  let mod: { installPolicy?: (kind: string, mode: string, constants?: Record<string, number>) => void | Promise<void> };
+  let mod: { installPolicy?: (kind: string, mode: DeviceConfig['seccomp'], constants?: Record<string, number>) => void | Promise<void> };
   try {
     mod = await import('./seccomp/index.js');
   } catch (e) {
@@ -35,7 +35,11 @@ async function installSeccomp(config: DeviceConfig, log: Logger): Promise<void> 
     fatal(log, `cannot load the seccomp policy module: ${(e as Error).message}`);
   }
   if (typeof mod.installPolicy !== 'function') fatal(log, 'the seccomp module has no installPolicy()');
-  await mod.installPolicy(config.kind, config.seccomp, { CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND });
+  try {
+    await mod.installPolicy(config.kind, config.seccomp, { CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND });
+  } catch (e) {
+    fatal(log, `cannot install the seccomp policy: ${(e as Error).message}`);
+  }
   log.info({ seccomp: config.seccomp }, 'seccomp policy installed');
 }
 

@@ -8,6 +8,7 @@
 //   read: 1                                  allow
 //   clone3: return ENOSYS                    fail with an errno, never kill
 //   ioctl: arg1 == FIONBIO || arg1 == FIOCLEX   allow when an alternative holds
+//   openat: return ENOENT if arg2 == O_RDONLY   errno when the filter holds
 //   mmap: arg2 in ~PROT_EXEC                 argument has no bit outside the mask
 //   clone: arg0 & CLONE_THREAD               argument has every bit of the mask
 //   fcntl: arg1 & 0xff == 3                  masked argument equals a value
@@ -16,10 +17,17 @@
 //   @include common.policy                   a file in the same folder, once
 //   @define SHARE_FLAGS O_RDONLY|O_CLOEXEC   a named constant for later lines
 //
-// Comparisons: argN (0-5) with == != < <= > >=, `in`, `&`, `& M == V`.
-// Values: decimal, 0x hex, 0o octal, negative numbers (two's complement, 64
-// bits), named constants, `~X` (bitwise not), and `A|B` (bitwise or).
-// A system call not listed gets the default action (kill the process).
+// Comparisons: argN (0-5) with == != < <= > >=, `in`, `&`, `& M == V`, on
+// all 64 bits of the register. For a parameter the kernel declares `int`
+// (fds, flags, pids, futex ops), write int(argN): only its low 32 bits are
+// compared (with == in & only), since a caller (glibc, koffi) may leave
+// anything in the upper half: `openat: … if int(arg0) == AT_FDCWD`.
+// Values: decimal, 0x hex, 0o octal, negative numbers (two's complement),
+// named constants, `~X` (bitwise not), and `A|B` (bitwise or).
+// A system call not listed gets the default action (kill the process); so do
+// calls whose arguments match none of the filters given for them. A system
+// call may have several lines (e.g. a device file adding an alternative to
+// common's) as long as each has a filter; an unconditional line is its only one.
 import { ERRNO_CONSTANTS, POLICY_CONSTANTS } from './constants.js';
 import type { ArgCmp } from './libseccomp.js';
 
@@ -56,9 +64,10 @@ export interface ParseOptions {
 }
 
 const U64 = (1n << 64n) - 1n;
+const U32 = (1n << 32n) - 1n;
 const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const SYSCALL_NAME = /^[a-z_][a-z0-9_]*$/;
-const TOKEN = /\s*(?:(\|\||&&|==|!=|<=|>=|[<>&|~;])|(-?(?:0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|[0-9]+))|([A-Za-z_][A-Za-z0-9_]*))/y;
+const TOKEN = /\s*(?:(\|\||&&|==|!=|<=|>=|[<>&|~;()])|(-?(?:0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|[0-9]+))|([A-Za-z_][A-Za-z0-9_]*))/y;
 
 type Token = { kind: 'op' | 'num' | 'id'; text: string };
 
@@ -127,8 +136,6 @@ export function parsePolicy(entry: string, opts: ParseOptions): PolicyRule[] {
     if (!SYSCALL_NAME.test(syscall)) err(`"${syscall}" is not a system call name`);
     const nr = opts.resolveSyscall(syscall);
     if (nr < 0) err(`unknown system call "${syscall}" on this architecture`);
-    const prev = bySyscall.get(syscall);
-    if (prev) err(`${syscall} already has a rule at ${prev.where}; one rule per system call`);
     if (body === '') err(`${syscall} has no action (use 1, return ERRNO, or an argument filter)`);
 
     let action: RuleAction = { type: 'allow' };
@@ -136,16 +143,24 @@ export function parsePolicy(entry: string, opts: ParseOptions): PolicyRule[] {
     if (body === '1' || body === 'allow') {
       // unconditional allow
     } else if (/^return\b/.test(body)) {
-      const e = body.slice('return'.length).trim();
+      const m = /^return\s+(\S+)(?:\s+if\s+(.*))?$/.exec(body);
+      const e = m?.[1] ?? '';
       const n = /^[0-9]+$/.test(e) ? Number(e) : ERRNO_CONSTANTS[e];
-      if (n === undefined || n < 1 || n > 4095) err(`"return" needs an errno name (e.g. ENOSYS) or number 1-4095, got "${e}"`);
+      if (n === undefined || n < 1 || n > 4095) {
+        err(`"return" needs an errno name (e.g. ENOSYS) or number 1-4095, then optionally "if <filter>"; got "${body}"`);
+      }
       action = { type: 'errno', errno: n! };
+      if (m?.[2] !== undefined) when = parseFilter(tokenize(m[2], err), err);
     } else if (body === '0') {
       err(`"${syscall}: 0" is meaningless: a system call not listed is already forbidden; remove the line`);
     } else {
       when = parseFilter(tokenize(body, err), err);
     }
     const rule: PolicyRule = { syscall, nr, action, when, where: `${file}:${line}` };
+    const prev = bySyscall.get(syscall);
+    if (prev && (prev.when === null || when === null)) {
+      err(`${syscall} already has a rule at ${prev.where}; an unconditional rule must be a system call's only one`);
+    }
     bySyscall.set(syscall, rule);
     rules.push(rule);
   };
@@ -215,27 +230,38 @@ export function parsePolicy(entry: string, opts: ParseOptions): PolicyRule[] {
   };
 
   const parseCmp = (toks: Token[], cur: { i: number }, err: (d: string) => never): ArgCmp => {
+    // argN, or int(argN) for the low 32 bits only
+    const isInt = toks[cur.i]?.kind === 'id' && toks[cur.i]!.text === 'int' && toks[cur.i + 1]?.text === '(';
+    if (isInt) cur.i += 2;
     const a = toks[cur.i++];
     const am = a && a.kind === 'id' ? /^arg([0-5])$/.exec(a.text) : null;
-    if (!am) return err(`expected arg0..arg5, got "${a?.text ?? 'end of line'}"`);
+    if (!am) return err(`expected arg0..arg5 or int(argN), got "${a?.text ?? 'end of line'}"`);
     const arg = Number(am[1]);
+    const name = isInt ? `int(arg${arg})` : `arg${arg}`;
+    if (isInt && toks[cur.i++]?.text !== ')') err(`expected ")" after int(arg${arg}`);
+    const width = isInt ? U32 : U64;
     const op = toks[cur.i++];
-    if (!op) return err(`expected a comparison after arg${arg}`);
+    if (!op) return err(`expected a comparison after ${name}`);
     const ops: Record<string, ArgCmp['op']> = { '==': 'eq', '!=': 'ne', '<': 'lt', '<=': 'le', '>': 'gt', '>=': 'ge' };
-    if (op.text in ops && op.kind === 'op') return { arg, op: ops[op.text]!, a: parseValue(toks, cur, err), b: 0n };
+    if (op.kind === 'op' && op.text in ops) {
+      const v = parseValue(toks, cur, err);
+      if (!isInt) return { arg, op: ops[op.text]!, a: v, b: 0n };
+      if (op.text !== '==') err(`${name} can only be compared with == in & (libseccomp has no 32-bit ${op.text})`);
+      return { arg, op: 'masked_eq', a: U32, b: v & U32 };
+    }
     if (op.kind === 'id' && op.text === 'in') {
       // only bits of the mask may be set: (arg & ~mask) == 0
-      return { arg, op: 'masked_eq', a: ~parseValue(toks, cur, err) & U64, b: 0n };
+      return { arg, op: 'masked_eq', a: ~parseValue(toks, cur, err) & width, b: 0n };
     }
     if (op.kind === 'op' && op.text === '&') {
-      const mask = parseValue(toks, cur, err);
+      const mask = parseValue(toks, cur, err) & width;
       if (toks[cur.i]?.text === '==') {
         cur.i++;
-        const v = parseValue(toks, cur, err);
-        if ((v & ~mask & U64) !== 0n) err(`arg${arg} & ${mask} can never equal ${v}`);
+        const v = parseValue(toks, cur, err) & width;
+        if ((v & ~mask & U64) !== 0n) err(`${name} & 0x${mask.toString(16)} can never equal 0x${v.toString(16)}`);
         return { arg, op: 'masked_eq', a: mask, b: v };
       }
-      if (mask === 0n) err('"& 0" never holds');
+      if (mask === 0n) err(`"${name} & 0" never holds`);
       return { arg, op: 'masked_eq', a: mask, b: mask }; // every bit of the mask set
     }
     return err(`unknown comparison "${op.text}" (use == != < <= > >= in &)`);

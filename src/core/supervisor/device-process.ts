@@ -1,0 +1,198 @@
+// The core's handle on one device process: creates its eventfds, launches it
+// in its jail with exactly its fds, checks its hello (everything a device
+// says is untrusted), relays activate / reset / config writes from the
+// transport, and watches it die: the death is logged with its cause
+// (SIGSYS = the seccomp policy), the guest is told (DEVICE_NEEDS_RESET), and
+// the VM goes on.
+import type { Logger } from 'pino';
+import { ControlChannel, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
+import * as libc from '../../sys/libc.js';
+import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
+import type { GuestMemory } from '../memory.js';
+import type { DeviceLink } from '../virtio/pci-transport.js';
+
+const HELLO_TIMEOUT_MS = 15000;
+const RESET_TIMEOUT_MS = 5000;
+
+export interface DeviceProcessOptions {
+  name: string;
+  kind: 'blk';
+  numQueues: number;
+  /** Device-specific part of the device's start-up config (e.g. { blk: {...} }). */
+  config: object;
+  backendFd: number;
+  memory: GuestMemory;
+  jail: boolean;
+  seccomp: SeccompMode;
+  logLevel: string;
+  log: Logger;
+}
+
+export class DeviceStartError extends Error {}
+
+/** Why a device process ended, in words. */
+export function describeExit(e: DeviceExit): string {
+  if (e.signal === 'SIGSYS') return 'killed by SIGSYS (a system call its seccomp policy forbids)';
+  if (e.signal) return `killed by ${e.signal}`;
+  return `exited with status ${e.code}`;
+}
+
+export class VirtioDeviceProcess implements DeviceLink {
+  readonly kickFds: number[];
+  readonly callFds: number[];
+  hello!: HelloMessage;
+  private proc!: DeviceProcess;
+  private channel!: ControlChannel<'core'>;
+  private pendingReset: (() => void) | null = null;
+  private pendingStats: ((c: Record<string, number>) => void) | null = null;
+  private stopping = false;
+  /** Called when the device asks for a reset or dies. */
+  onFailure: (reason: string) => void = () => {};
+  onConfigChanged: (config: Uint8Array) => void = () => {};
+  readonly died: Promise<DeviceExit>;
+  private resolveDied!: (e: DeviceExit) => void;
+
+  private constructor(private readonly opts: DeviceProcessOptions) {
+    // Kicks are read with blocking reads in the device; the call eventfds are irqfds, which KVM reads.
+    this.kickFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
+    this.callFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
+    this.died = new Promise((r) => (this.resolveDied = r));
+  }
+
+  static async start(opts: DeviceProcessOptions): Promise<VirtioDeviceProcess> {
+    const d = new VirtioDeviceProcess(opts);
+    await d.launch();
+    return d;
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+
+  private async launch(): Promise<void> {
+    const { opts } = this;
+    const fds = [opts.memory.fd, opts.backendFd];
+    for (let q = 0; q < opts.numQueues; q++) fds.push(this.kickFds[q]!, this.callFds[q]!);
+    this.proc = await launchDevice({
+      name: opts.name,
+      kind: opts.kind,
+      config: { ...opts.config, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel },
+      fds,
+      jail: opts.jail,
+      seccomp: opts.seccomp,
+    });
+    this.channel = new ControlChannel('core', this.proc.control);
+    this.hello = await this.awaitHello();
+    this.channel.on('message', (m) => this.onMessage(m));
+    this.channel.on('error', (e) => {
+      opts.log.error({ device: opts.name, err: e.message }, 'device broke the control protocol; stopping it');
+      this.proc.kill();
+    });
+    void this.proc.exited.then((e) => this.onExit(e));
+  }
+
+  private awaitHello(): Promise<HelloMessage> {
+    const { opts } = this;
+    return new Promise((resolve, reject) => {
+      const fail = (why: string) => {
+        clearTimeout(timer);
+        this.proc.kill();
+        reject(new DeviceStartError(`device ${opts.name} did not start: ${why}`));
+      };
+      const timer = setTimeout(() => fail('no hello within 15 s'), HELLO_TIMEOUT_MS);
+      void this.proc.exited.then((e) => fail(describeExit(e)));
+      this.channel.once('error', (e) => fail(`bad hello (${e.message})`));
+      this.channel.once('message', (m) => {
+        if (m.type !== 'hello') return fail(`it sent "${m.type}" before hello`);
+        if (m.kind !== opts.kind) return fail(`it says it is a ${m.kind} device, not ${opts.kind}`);
+        if (m.numQueues !== opts.numQueues) return fail(`it offers ${m.numQueues} queues, not ${opts.numQueues}`);
+        clearTimeout(timer);
+        resolve(m);
+      });
+    });
+  }
+
+  private onMessage(m: DeviceMessage): void {
+    switch (m.type) {
+      case 'config-changed':
+        this.onConfigChanged(m.config);
+        break;
+      case 'needs-reset':
+        this.opts.log.warn({ device: this.opts.name, reason: m.reason, queue: m.queue }, 'device needs a reset');
+        this.onFailure(m.reason);
+        break;
+      case 'reset-done':
+        this.pendingReset?.();
+        this.pendingReset = null;
+        break;
+      case 'stats':
+        this.pendingStats?.(m.counters);
+        this.pendingStats = null;
+        break;
+      case 'hello':
+        this.opts.log.warn({ device: this.opts.name }, 'device sent a second hello; ignored');
+        break;
+    }
+  }
+
+  private onExit(e: DeviceExit): void {
+    this.channel.close();
+    this.pendingReset?.();
+    this.pendingReset = null;
+    this.resolveDied(e);
+    if (this.stopping) return;
+    const how = describeExit(e);
+    this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
+    this.onFailure(`device process died: ${how}`);
+  }
+
+  private send(m: Parameters<ControlChannel<'core'>['send']>[0]): boolean {
+    if (this.channel.isClosed) return false;
+    this.channel.send(m);
+    return true;
+  }
+
+  activate(features: number, queues: { index: number; size: number; desc: number; avail: number; used: number }[]): void {
+    this.send({ type: 'activate', features, queues });
+  }
+
+  /** Resolves when the device confirms it has stopped its queues (or is gone, or after a timeout). */
+  reset(): Promise<void> {
+    if (!this.send({ type: 'reset' })) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.opts.log.error({ device: this.opts.name }, 'device did not confirm a reset; stopping it');
+        this.proc.kill();
+        resolve();
+      }, RESET_TIMEOUT_MS);
+      this.pendingReset = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  writeConfig(offset: number, data: Uint8Array): void {
+    this.send({ type: 'config-write', offset, data });
+  }
+
+  /** The device's counters, or null if it is gone. */
+  stats(): Promise<Record<string, number> | null> {
+    if (!this.send({ type: 'stats-request' })) return Promise.resolve(null);
+    return new Promise((resolve) => (this.pendingStats = resolve));
+  }
+
+  /** Asks the device to exit, then kills it if it has not within a second. */
+  async shutdown(): Promise<void> {
+    this.stopping = true;
+    this.send({ type: 'shutdown' });
+    const timer = setTimeout(() => this.proc.kill(), 1000);
+    await this.proc.exited;
+    clearTimeout(timer);
+    for (const fd of [...this.kickFds, ...this.callFds]) libc.close(fd);
+  }
+}

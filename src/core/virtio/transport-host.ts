@@ -1,0 +1,55 @@
+// The VM side of the virtio-pci transport: MSI routes, irqfds, ioeventfds
+// and BAR mappings, done with KVM and the core's MMIO bus.
+import type { Bus, BusDevice } from '../bus.js';
+import { FIRST_MSI_GSI, type Vm } from '../kvm/vm.js';
+import type { MsiMessage } from '../pci/msix.js';
+import type { TransportHost } from './pci-transport.js';
+
+export class KvmTransportHost implements TransportHost {
+  private nextGsi = FIRST_MSI_GSI;
+
+  constructor(
+    private readonly vm: Vm,
+    private readonly mmio: Bus,
+  ) {}
+
+  allocGsi(): number {
+    return this.nextGsi++;
+  }
+
+  setMsiRoute(gsi: number, msg: MsiMessage): void {
+    this.vm.setMsiRoute({ gsi, ...msg });
+  }
+
+  removeMsiRoute(gsi: number): void {
+    this.vm.removeMsiRoute(gsi);
+  }
+
+  assignIrqfd(fd: number, gsi: number): void {
+    this.vm.assignIrqfd(fd, gsi);
+  }
+
+  deassignIrqfd(fd: number, gsi: number): void {
+    this.vm.deassignIrqfd(fd, gsi);
+  }
+
+  signalMsi(msg: MsiMessage): void {
+    this.vm.signalMsi(msg.addressLo, msg.addressHi, msg.data);
+  }
+
+  assignIoeventfd(fd: number, addr: number, len: number): void {
+    this.vm.assignIoeventfd(fd, addr, len);
+  }
+
+  deassignIoeventfd(fd: number, addr: number, len: number): void {
+    this.vm.assignIoeventfd(fd, addr, len, { deassign: true });
+  }
+
+  mapBar(addr: number, len: number, dev: BusDevice): void {
+    this.mmio.insert(addr, len, dev);
+  }
+
+  unmapBar(addr: number): void {
+    this.mmio.remove(addr);
+  }
+}
