@@ -20,7 +20,7 @@ const MIN_IO_THREADS = 2;
 function fatal(log: Logger | undefined, msg: string): never {
   if (log) log.fatal(msg);
   else fs.writeSync(FD_LOG, `${JSON.stringify({ level: 60, time: Date.now(), msg })}\n`);
-  process.exit(1);
+  libc.exitNow(1);
 }
 
 async function installSeccomp(config: DeviceConfig, log: Logger): Promise<void> {
@@ -65,6 +65,9 @@ async function main(): Promise<void> {
     fatal(undefined, e instanceof ConfigError ? e.message : `device config: ${(e as Error).message}`);
   }
   const log = pino({ level: config.logLevel, base: { device: config.name, pid: process.pid } }, pino.destination({ fd: FD_LOG, sync: true }));
+  // A bug must end the process, not hang it (see libc.exitNow); the core sees it exit.
+  process.on('uncaughtException', (e) => fatal(log, `uncaught exception: ${e.stack ?? e.message}`));
+  process.on('unhandledRejection', (e) => fatal(log, `unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
 
   const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
   if (!(poolSize >= config.numQueues + MIN_IO_THREADS)) {

@@ -178,3 +178,14 @@ export function execve(path: string, argv: string[], envp: string[] = []): never
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+const exit_ = libc.func('void _exit(int status)');
+/**
+ * Ends the process at once (_exit: no atexit handlers). A device process uses
+ * it because Node's normal exit joins libuv's pool threads, and those are
+ * parked in blocking eventfd reads that may never return.
+ */
+export function exitNow(status: number): never {
+  exit_(status);
+  throw new Error('_exit returned');
+}

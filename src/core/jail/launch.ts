@@ -22,6 +22,7 @@ import os from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { DEVICE_GLIBC_TUNABLES } from '../../devices/seccomp/index.js';
 import { markAllCloexec } from './fds.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
@@ -45,8 +46,10 @@ export interface LaunchOptions {
   entry?: string;
   /** Node flags; default --jitless --no-expose-wasm (the policies forbid executable memory) */
   nodeFlags?: string[];
-  /** RLIMIT_FSIZE in bytes (writes past it kill the device with SIGXFSZ); default unlimited */
+  /** RLIMIT_FSIZE in bytes (Node ignores SIGXFSZ: writes past it fail with EFBIG); default unlimited */
   fileSizeLimit?: number;
+  /** environment of the device, added to deviceEnv()'s */
+  env?: Record<string, string>;
 }
 
 export interface DeviceExit {
@@ -73,8 +76,25 @@ export class LaunchError extends Error {
   override name = 'LaunchError';
 }
 
-/** Node flags every device runs with. --jitless lets the policy forbid PROT_EXEC. */
+/**
+ * Node flags every device runs with. --jitless lets the policy forbid
+ * PROT_EXEC: with its JIT, V8 makes its code pages read-write-execute, a gift
+ * to whoever corrupts the device's memory. Measured on the fixture's
+ * virtio-blk request loop (test/jail/fixtures/jitless-bench.ts): 4 KiB reads
+ * cost ~0.8 µs of CPU each with the JIT and ~2.3 µs without (64 KiB: 2.7 vs
+ * 4.5 µs); start-up +50 ms; memory the same. Each request already costs the
+ * guest a ~4.4 µs exit, so the device is not the bottleneck either way.
+ */
 export const DEVICE_NODE_FLAGS = ['--jitless', '--no-expose-wasm'];
+/**
+ * The environment every device process gets (nothing of the core's): one
+ * malloc arena (the policies rely on it) and a libuv pool with a thread
+ * parked on each queue's kick eventfd plus threads for disk I/O.
+ */
+export function deviceEnv(numQueues: number): Record<string, string> {
+  return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(numQueues + 8) };
+}
+
 /** RLIMIT_NOFILE of a jailed device: Node with a worker holds ~30 fds. */
 export const DEVICE_NOFILE = 64;
 /** Where the repository appears inside the jail. */
@@ -105,7 +125,7 @@ function which(tool: string): string | null {
 }
 
 /** bwrap arguments for a read-only root holding Node, its libraries and the repository's built code. */
-export function jailArgs(opts: { root: string; kind: string; statusFd: number }): string[] {
+export function jailArgs(opts: { root: string; kind: string; statusFd: number; env: Record<string, string> }): string[] {
   const a = [
     '--unshare-all', // user, mount, pid, net (only lo), ipc, uts, cgroup
     '--unshare-user', // even as root: a user namespace, in which we are nobody
@@ -117,6 +137,7 @@ export function jailArgs(opts: { root: string; kind: string; statusFd: number })
     '--as-pid-1', // the device itself is pid 1: json status then carries its pid and exit status
     '--cap-drop', 'ALL',
     '--clearenv',
+    ...Object.entries(opts.env).flatMap(([k, v]) => ['--setenv', k, v]),
     '--ro-bind', '/usr', '/usr',
   ];
   // merged /usr makes these symlinks; otherwise they are real folders
@@ -161,12 +182,13 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
   const argJson = JSON.stringify({ ...opts.config, name: opts.name, kind: opts.kind, seccomp: opts.seccomp });
   const logSlot = opts.log === undefined || opts.log === 'inherit' ? 'inherit' : opts.log;
   const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', logSlot, 'pipe', ...opts.fds];
+  const env = { ...deviceEnv(Math.max(0, Math.floor((opts.fds.length - 2) / 2))), ...opts.env };
 
   let child: ChildProcess;
   let status: Readable | null = null;
   markAllCloexec();
   if (!opts.jail) {
-    child = spawn(process.execPath, [...nodeFlags, entry, argJson], { stdio, env: {} });
+    child = spawn(process.execPath, [...nodeFlags, entry, argJson], { stdio, env });
   } else {
     const rel = path.relative(path.join(root, 'dist'), entry);
     if (rel.startsWith('..') || path.isAbsolute(rel)) {
@@ -183,7 +205,7 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
     // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
     // and seccomp already forbids creating processes.
     const jailEntry = path.join(JAIL_REPO, 'dist', rel);
-    const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
+    const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
     child = spawn(prlimit, args, { stdio, env: {} });
     status = child.stdio[statusFd] as Readable;
   }

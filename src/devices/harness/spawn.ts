@@ -53,11 +53,14 @@ export const spawnDevice: SpawnDevice = (opts) => {
   }
   const stdio: StdioOptions = ['ignore', 'ignore', opts.stderr ?? 'pipe', 'pipe', opts.memfd, opts.backendFd ?? 'ignore'];
   for (let i = 0; i < opts.config.numQueues; i++) stdio.push(opts.kickFds[i]!, opts.callFds[i]!);
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), deviceEntry(), JSON.stringify(opts.config)], {
-    stdio,
-    // One pool thread parks on each kick eventfd; the rest run disk I/O.
-    env: { UV_THREADPOOL_SIZE: String(opts.config.numQueues + 8) },
-  });
+  // What the seccomp policies require of the process (src/devices/seccomp
+  // checks it): no JIT (no executable mappings), and a single malloc arena
+  // (glibc would otherwise read /proc to size its arenas).
+  const jailed = opts.config.seccomp === 'enforce' || opts.config.seccomp === 'log';
+  const nodeArgs = [...(jailed ? ['--jitless'] : []), ...(opts.nodeArgs ?? [])];
+  const env: Record<string, string> = { UV_THREADPOOL_SIZE: String(opts.config.numQueues + 8) }; // one pool thread parks per kick eventfd
+  if (jailed) env.GLIBC_TUNABLES = 'glibc.malloc.arena_max=1';
+  const child = spawn(process.execPath, [...nodeArgs, deviceEntry(), JSON.stringify(opts.config)], { stdio, env });
   const socket = child.stdio[3] as Duplex;
   return { child, channel: new ControlChannel('core', socket) };
 };

@@ -25,6 +25,26 @@ export function policiesDir(): string {
   }
 }
 
+/** The tunable that keeps glibc's malloc from ever opening a file (see common.policy). */
+export const DEVICE_GLIBC_TUNABLES = 'glibc.malloc.arena_max=1';
+
+/**
+ * What the policies assume of the process they confine: no JIT (they forbid
+ * executable memory) and a single malloc arena (they forbid openat, which
+ * glibc would call when shrinking a thread arena). Returns what is missing.
+ */
+export function missingPrerequisites(): string[] {
+  const missing: string[] = [];
+  const nodeOptions = (process.env.NODE_OPTIONS ?? '').split(/\s+/);
+  if (!process.execArgv.includes('--jitless') && !nodeOptions.includes('--jitless')) {
+    missing.push("node runs without --jitless, but the policy forbids the executable memory V8's JIT needs");
+  }
+  if (!(process.env.GLIBC_TUNABLES ?? '').split(':').includes(DEVICE_GLIBC_TUNABLES)) {
+    missing.push(`GLIBC_TUNABLES lacks ${DEVICE_GLIBC_TUNABLES}, so glibc's malloc may open a /proc file the policy forbids`);
+  }
+  return missing;
+}
+
 /** Parses policies/<kind>.policy without loading it (for tests and tools). */
 export function readPolicy(kind: string, constants: Readonly<Record<string, bigint | number>> = {}): PolicyRule[] {
   if (!/^[a-z0-9_-]+$/.test(kind)) throw new Error(`device kind "${kind}" is not a policy name`);
@@ -53,6 +73,11 @@ export function installPolicy(
     return;
   }
   const rules = readPolicy(kind, constants);
+  const missing = missingPrerequisites();
+  if (missing.length > 0 && mode === 'enforce') {
+    throw new Error(`cannot enforce the seccomp policy of device "${kind}": ${missing.join('; ')}`);
+  }
+  for (const m of missing) process.stderr.write(`WARNING: seccomp policy of device "${kind}": ${m}\n`);
   if (mode === 'log') {
     process.stderr.write(
       `WARNING: seccomp for device "${kind}" is in LOG mode: forbidden system calls are only logged (kernel audit log), not stopped\n`,

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import koffi from 'koffi';
+import koffi, { type TypeObject } from 'koffi';
 import * as abi from '../../../src/core/kvm/abi.js';
 import * as ioctls from '../../../src/core/kvm/ioctls.js';
 
@@ -84,7 +84,7 @@ describe('KVM ABI (against <linux/kvm.h>)', function () {
 
   for (const [s, fields] of Object.entries(STRUCT_FIELDS)) {
     it(`struct ${s}: size and field offsets`, function () {
-      const t = (abi as unknown as Record<string, koffi.IKoffiCType>)[s]!;
+      const t = (abi as unknown as Record<string, TypeObject>)[s]!;
       assert.equal(koffi.sizeof(t), c[`sizeof ${s}`], `sizeof(struct ${s})`);
       for (const f of fields) assert.equal(koffi.offsetof(t, f), c[`${s}.${f}`], `offsetof(struct ${s}, ${f})`);
     });
