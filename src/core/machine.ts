@@ -103,9 +103,9 @@ export class Machine {
         config: { blk: spec.serial === undefined ? { readOnly: spec.readOnly } : { readOnly: spec.readOnly, serial: spec.serial } },
         jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log,
       });
-    } finally {
-      // The device process holds its own copy of the fd.
+    } catch (e) {
       libc.close(fd);
+      throw e;
     }
     const transport = new VirtioPciTransport({
       deviceId: 2, classCode: 0x018000, deviceFeatures: dev.hello.deviceFeatures, numQueues: dev.hello.numQueues,

@@ -23,6 +23,13 @@ export interface DeviceBackend {
    * become a status in the reply.
    */
   handle(chain: DescriptorChain): number | Promise<number>;
+  /**
+   * Answers one request with the device's own error, without doing it: what a
+   * replacement for a device process that died does, so that the guest sees
+   * failed I/O instead of a request that never completes. Returns the bytes
+   * written; throws QueueError when the chain is malformed.
+   */
+  fail(chain: DescriptorChain): number;
   /** Backend counters (names ≤ 64 chars, non-negative integers). */
   stats(): Record<string, number>;
 }

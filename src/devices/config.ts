@@ -23,6 +23,11 @@ export interface DeviceConfig {
   seccomp: SeccompMode;
   logLevel: LogLevel;
   blk?: BlkOptions;
+  /**
+   * This process replaces one that died: it resumes each queue at the used
+   * index and answers every request with the device's error.
+   */
+  failed?: boolean;
   testAttemptAfterJail?: JailProbe;
 }
 
@@ -33,7 +38,7 @@ export class ConfigError extends Error {
   }
 }
 
-const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'blk', 'testAttemptAfterJail']);
+const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'blk', 'failed', 'testAttemptAfterJail']);
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Parses and checks the configuration; throws ConfigError with one sentence. */
@@ -65,6 +70,10 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   if (probe !== undefined && probe !== 'socket' && probe !== 'execve' && probe !== 'open') throw new ConfigError('device config: testAttemptAfterJail must be "socket", "execve" or "open"');
   const config: DeviceConfig = { kind: 'blk', name, regions, numQueues: nq, seccomp: c.seccomp, logLevel: logLevel as LogLevel };
   if (probe !== undefined) config.testAttemptAfterJail = probe;
+  if (c.failed !== undefined) {
+    if (typeof c.failed !== 'boolean') throw new ConfigError('device config: failed must be a boolean');
+    config.failed = c.failed;
+  }
   if (c.kind === 'blk') {
     const b = c.blk ?? { readOnly: false };
     if (typeof b !== 'object' || b === null) throw new ConfigError('device config: blk must be an object');

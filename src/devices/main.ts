@@ -89,8 +89,9 @@ async function main(): Promise<void> {
   await installSeccomp(config, log);
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 
-  const server = new DeviceServer(backend, memory, channel, log, config.numQueues);
+  const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);
   server.start();
+  if (config.failed) log.warn('replacing a device process that died: every request fails');
   log.info({ capacity: backend.capacity, readOnly: config.blk?.readOnly ?? false, queues: config.numQueues }, 'device ready');
 }
 

@@ -53,6 +53,8 @@ export class DeviceServer {
     private readonly channel: ControlChannel<'device'>,
     private readonly log: Logger,
     private readonly numQueues: number,
+    /** Replacing a device process that died: resume at the used index and fail every request. */
+    private readonly failed = false,
   ) {}
 
   /** Sends hello and starts answering the core. */
@@ -125,6 +127,7 @@ export class DeviceServer {
       }
       try {
         const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false };
+        if (this.failed) sq.queue.resumeFromUsed();
         this.queues[q.index] = sq;
         started.push(sq);
       } catch (e) {
@@ -195,7 +198,7 @@ export class DeviceServer {
 
   private submit(sq: ServedQueue, chain: DescriptorChain): void {
     this.counters.requests++;
-    const r = this.backend.handle(chain); // a QueueError here propagates to drain()
+    const r = this.failed ? this.backend.fail(chain) : this.backend.handle(chain); // a QueueError here propagates to drain()
     this.inFlight++;
     if (typeof r === 'number') {
       this.complete(sq, chain.head, r);

@@ -3,6 +3,10 @@
 // policy), mounts an ext4 image as its root filesystem from /dev/vda, and
 // runs /init from it. Afterwards e2fsprogs on the host shows that the guest
 // wrote to the image (mount count and last mount time).
+// Crash containment, in the same boot: the second disk's device process is
+// killed (SIGKILL) as soon as it has started. The core logs the death, the
+// guest's reads of /dev/vdb fail with I/O errors instead of hanging, and the
+// first disk and the VM carry on.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -19,13 +23,15 @@ function superblock(image: string): { mountCount: number; lastMount: string } {
   };
 }
 
-describe('guest: ext4 root on virtio-blk from a jailed device process', function () {
+describe('guest: ext4 root on virtio-blk from a jailed device process; a killed device is contained', function () {
   this.timeout(300000);
   let r: RunResult;
   const dir = mkdtempSync(join(tmpdir(), 'splitvm-blk-guest-'));
   const root = join(dir, 'root.ext4');
   const data = join(dir, 'data.img');
   let initial: { mountCount: number; lastMount: string };
+  let killedPid = 0;
+  const logLines = () => r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
   before(async function () {
     const guest = defaultGuest();
@@ -40,16 +46,39 @@ describe('guest: ext4 root on virtio-blk from a jailed device process', function
       'run', '--kernel', guest.kernel, '--mem', '96', '--log-level', 'info',
       '--disk', `${root},serial=rootdisk`, '--disk', `${data},ro`,
       '--append', 'root=/dev/vda rw init=/init',
-    ], { timeoutMs: 240000 });
+    ], {
+      timeoutMs: 240000,
+      onStderrLine: (line) => {
+        if (!line.includes('"virtio-blk device started"')) return;
+        const started = JSON.parse(line) as { device: string; pid: number };
+        if (started.device === 'blk1') {
+          killedPid = started.pid;
+          process.kill(started.pid, 'SIGKILL');
+        }
+      },
+    });
   });
 
   it('exits 0 when the guest resets', function () {
     assert.equal(r.status, 0, `status ${r.status}, stderr:\n${r.stderr.slice(-3000)}\nconsole tail:\n${r.stdout.slice(-2000)}`);
   });
 
-  it('starts each device process under its enforcing seccomp policy', function () {
-    const installed = r.stderr.split('\n').filter((l) => l.includes('seccomp policy installed')).map((l) => JSON.parse(l));
-    assert.deepEqual(installed.map((l) => [l.device, l.seccomp]).sort(), [['blk0', 'enforce'], ['blk1', 'enforce']]);
+  it('starts each device process, and the replacement, under its enforcing seccomp policy', function () {
+    const installed = logLines().filter((l) => l.msg === 'seccomp policy installed');
+    assert.deepEqual(installed.map((l) => [l.device, l.seccomp]).sort(), [['blk0', 'enforce'], ['blk1', 'enforce'], ['blk1', 'enforce']]);
+  });
+
+  it('logs which device died and how', function () {
+    assert.ok(killedPid > 0, 'the test killed blk1');
+    const died = logLines().find((l) => typeof l.msg === 'string' && l.msg.startsWith('device blk1 died'));
+    assert.ok(died, `a death line in:\n${r.stderr.slice(-3000)}`);
+    assert.equal(died.msg, 'device blk1 died: killed by SIGKILL');
+    assert.equal(died.pid, killedPid);
+    assert.equal(died.signal, 'SIGKILL');
+  });
+
+  it('fails the guest\'s I/O on the dead device instead of hanging it', function () {
+    assert.match(r.stdout, /I\/O error, dev vdb, sector 0/);
   });
 
   it('probes both disks with their sizes', function () {

@@ -13,7 +13,10 @@ export interface RunResult {
 }
 
 /** Runs `[wrapper...] node bin/splitvm.mjs args...` and resolves when it exits. */
-export function runSplitvm(args: string[], opts: { wrapper?: string[]; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+export function runSplitvm(
+  args: string[],
+  opts: { wrapper?: string[]; timeoutMs?: number; input?: string; onStderrLine?: (line: string) => void } = {},
+): Promise<RunResult> {
   const wrapper = opts.wrapper ?? [];
   const cmd = [...wrapper, process.execPath, SPLITVM, ...args];
   return new Promise((resolve, reject) => {
@@ -21,7 +24,14 @@ export function runSplitvm(args: string[], opts: { wrapper?: string[]; timeoutMs
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    let partial = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (!opts.onStderrLine) return;
+      const lines = (partial + d).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) opts.onStderrLine(l);
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000);
     child.on('error', reject);
     child.on('close', (status, signal) => {

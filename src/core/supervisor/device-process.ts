@@ -3,7 +3,9 @@
 // says is untrusted), relays activate / reset / config writes from the
 // transport, and watches it die: the death is logged with its cause
 // (SIGSYS = the seccomp policy), the guest is told (DEVICE_NEEDS_RESET), and
-// the VM goes on.
+// a replacement process, jailed the same way, takes over the queues only to
+// fail every request, so the guest's I/O ends in errors instead of hanging.
+// The VM goes on.
 import type { Logger } from 'pino';
 import { ControlChannel, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
 import * as libc from '../../sys/libc.js';
@@ -20,6 +22,7 @@ export interface DeviceProcessOptions {
   numQueues: number;
   /** Device-specific part of the device's start-up config (e.g. { blk: {...} }). */
   config: object;
+  /** The backend (image, tap, directory) the core opened; kept for a replacement, closed at shutdown. */
   backendFd: number;
   memory: GuestMemory;
   jail: boolean;
@@ -46,17 +49,17 @@ export class VirtioDeviceProcess implements DeviceLink {
   private pendingReset: (() => void) | null = null;
   private pendingStats: ((c: Record<string, number>) => void) | null = null;
   private stopping = false;
+  /** True once the process serving the queues is a replacement that fails every request. */
+  private failed = false;
+  private lastActivation: { features: number; queues: { index: number; size: number; desc: number; avail: number; used: number }[] } | null = null;
   /** Called when the device asks for a reset or dies. */
   onFailure: (reason: string) => void = () => {};
   onConfigChanged: (config: Uint8Array) => void = () => {};
-  readonly died: Promise<DeviceExit>;
-  private resolveDied!: (e: DeviceExit) => void;
 
   private constructor(private readonly opts: DeviceProcessOptions) {
     // Kicks are read with blocking reads in the device; the call eventfds are irqfds, which KVM reads.
     this.kickFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
     this.callFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
-    this.died = new Promise((r) => (this.resolveDied = r));
   }
 
   static async start(opts: DeviceProcessOptions): Promise<VirtioDeviceProcess> {
@@ -80,7 +83,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.proc = await launchDevice({
       name: opts.name,
       kind: opts.kind,
-      config: { ...opts.config, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel },
+      config: { ...opts.config, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
@@ -143,11 +146,25 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.channel.close();
     this.pendingReset?.();
     this.pendingReset = null;
-    this.resolveDied(e);
     if (this.stopping) return;
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
     this.onFailure(`device process died: ${how}`);
+    if (!this.failed) void this.replace();
+  }
+
+  /** Starts the process that fails the dead one's requests, and gives it the queues. */
+  private async replace(): Promise<void> {
+    this.failed = true;
+    try {
+      await this.launch();
+    } catch (e) {
+      this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the replacement device process did not start: the device stays dead');
+      return;
+    }
+    if (this.stopping) return this.proc.kill();
+    this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid }, `device ${this.opts.name} replaced: its requests now fail`);
+    if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
   }
 
   private send(m: Parameters<ControlChannel<'core'>['send']>[0]): boolean {
@@ -157,11 +174,13 @@ export class VirtioDeviceProcess implements DeviceLink {
   }
 
   activate(features: number, queues: { index: number; size: number; desc: number; avail: number; used: number }[]): void {
+    this.lastActivation = { features, queues };
     this.send({ type: 'activate', features, queues });
   }
 
   /** Resolves when the device confirms it has stopped its queues (or is gone, or after a timeout). */
   reset(): Promise<void> {
+    this.lastActivation = null;
     if (!this.send({ type: 'reset' })) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -193,6 +212,6 @@ export class VirtioDeviceProcess implements DeviceLink {
     const timer = setTimeout(() => this.proc.kill(), 1000);
     await this.proc.exited;
     clearTimeout(timer);
-    for (const fd of [...this.kickFds, ...this.callFds]) libc.close(fd);
+    for (const fd of [...this.kickFds, ...this.callFds, this.opts.backendFd]) libc.close(fd);
   }
 }

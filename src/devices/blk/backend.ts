@@ -85,6 +85,12 @@ export class BlkBackend implements DeviceBackend {
     );
   }
 
+  fail(chain: DescriptorChain): number {
+    parseRequest(chain).status[0] = C.VIRTIO_BLK_S_IOERR;
+    this.counters.ioErrors++;
+    return 1;
+  }
+
   /** Runs the request; returns the bytes written to the writable buffers (status included). */
   private async serve(req: BlkRequest): Promise<number> {
     const finish = (status: number, dataBytes = 0): number => {

@@ -103,6 +103,18 @@ export class SplitQueue {
     this.inFlight = new Uint8Array(cfg.size);
   }
 
+  /**
+   * Takes over a queue another device process was serving: carries on from
+   * the used index it published, so every chain it had not completed (in
+   * order) is taken again.
+   */
+  resumeFromUsed(): void {
+    this.usedIdx = this.used.getUint16(2, true);
+    this.lastAvail = this.usedIdx;
+    this.signalledUsed = this.usedIdx;
+    this.availDistance(); // throws QueueError when the rings do not agree
+  }
+
   /** Number of chains popped and not yet pushed back. */
   get pending(): number {
     return this.inFlightCount;
