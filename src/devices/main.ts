@@ -12,6 +12,7 @@ import { BlkBackend } from './blk/backend.js';
 import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
 import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './fds.js';
 import { GuestMemory } from './guest-memory.js';
+import { installPolicy } from './seccomp/index.js';
 import { DeviceServer } from './server.js';
 
 /** Pool threads needed besides one parked per kick eventfd. */
@@ -23,20 +24,9 @@ function fatal(log: Logger | undefined, msg: string): never {
   libc.exitNow(1);
 }
 
-async function installSeccomp(config: DeviceConfig, log: Logger): Promise<void> {
-  let mod: { installPolicy?: (kind: string, mode: DeviceConfig['seccomp'], constants?: Record<string, number>) => void | Promise<void> };
+function installSeccomp(config: DeviceConfig, log: Logger): void {
   try {
-    mod = await import('./seccomp/index.js');
-  } catch (e) {
-    if (config.seccomp === 'off') {
-      log.warn('seccomp module unavailable and seccomp is off: running unconfined');
-      return;
-    }
-    fatal(log, `cannot load the seccomp policy module: ${(e as Error).message}`);
-  }
-  if (typeof mod.installPolicy !== 'function') fatal(log, 'the seccomp module has no installPolicy()');
-  try {
-    await mod.installPolicy(config.kind, config.seccomp, { CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND });
+    installPolicy(config.kind, config.seccomp);
   } catch (e) {
     fatal(log, `cannot install the seccomp policy: ${(e as Error).message}`);
   }
@@ -86,7 +76,7 @@ async function main(): Promise<void> {
   }
   const channel = new ControlChannel('device', new net.Socket({ fd: FD_CONTROL, readable: true, writable: true }));
 
-  await installSeccomp(config, log);
+  installSeccomp(config, log);
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 
   const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);

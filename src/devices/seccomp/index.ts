@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { loadFilter } from './compile.js';
 import { resolveSyscall } from './libseccomp.js';
 import { parsePolicy, type PolicyRule } from './policy.js';
+import { FD_BACKEND, FD_CONTROL, FD_MEMORY } from '../fds.js';
 
 export { PolicyError, parsePolicy, type PolicyRule } from './policy.js';
 
@@ -52,7 +53,8 @@ export function readPolicy(kind: string, constants: Readonly<Record<string, bigi
   return parsePolicy(`${kind}.policy`, {
     readFile: (name) => fs.readFileSync(path.join(dir, name), 'utf8'),
     resolveSyscall,
-    constants: { PID: process.pid, ...constants },
+    // The fixed fd layout of every device process (../fds.ts) is known to every policy.
+    constants: { PID: process.pid, CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND, ...constants },
   });
 }
 
