@@ -6,6 +6,7 @@
 // panic=-1 resets the machine: `splitvm run` must then exit 0.
 import assert from 'node:assert/strict';
 import { defaultGuest } from '../../src/core/cli.js';
+import { isSoftwareKvmHost } from '../../src/core/quirks.js';
 import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
 
 describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
@@ -16,7 +17,7 @@ describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
   before(async function () {
     defaultGuest(); // builds the kernel on first use, outside the boot's timing
     startedAt = new Date();
-    r = await runSplitvm(['run', '--cpus', '2', '--mem', '96', '--append', 'splitvm.marker=b00t'], { timeoutMs: 240000 });
+    r = await runSplitvm(['run', '--cpus', '2', '--mem', '96', '--log-level', 'info', '--append', 'splitvm.marker=b00t'], { timeoutMs: 240000 });
   });
 
   it('exits 0 when the guest resets', function () {
@@ -46,6 +47,19 @@ describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
     assert.ok(m, 'the RTC driver sets the clock');
     const guest = new Date(`${m[1]}Z`).getTime();
     assert.ok(Math.abs(guest - startedAt.getTime()) < 5 * 60 * 1000, `guest time ${m[1]} vs host ${startedAt.toISOString()}`);
+  });
+
+  it('applies the software-KVM quirks exactly when the host needs them', function () {
+    const line = /Command line: (.*)/.exec(r.stdout)?.[1] ?? '';
+    const stopped = r.stderr.split('\n').filter((l) => l.includes('"guest stopped"')).map((l) => JSON.parse(l))[0];
+    if (isSoftwareKvmHost()) {
+      assert.match(line, /noxsave nofsgsbase nopku noinvpcid clearcpuid=308,141,151/);
+      // The kernel's INT3 self-test during alternatives patching, at least.
+      assert.ok(stopped?.fixups >= 1, `fixups: ${stopped?.fixups}`);
+    } else {
+      assert.doesNotMatch(line, /clearcpuid/);
+      assert.equal(stopped?.fixups, 0);
+    }
   });
 
   it('reaches /init', function () {
