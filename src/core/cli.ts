@@ -118,8 +118,10 @@ function readInput(what: string, path: string): Uint8Array {
   let st;
   try {
     st = statSync(path);
-  } catch {
-    throw new UsageError(`${what} ${path} does not exist`, 1);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new UsageError(`${what} ${path} does not exist`, 1);
+    throw new UsageError(`cannot read ${what} ${path}: ${code ?? (e as Error).message}`, 1);
   }
   if (!st.isFile()) throw new UsageError(`${what} ${path} is not a regular file`, 1);
   try {

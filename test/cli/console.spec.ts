@@ -2,21 +2,10 @@
 // the real 8250 model: host stdin reaches the guest's receiver, the guest's
 // transmitter reaches stdout, and on a terminal Ctrl-A x quits.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
 import { runSplitvm, SPLITVM } from '../helpers/run-splitvm.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'splitvm-console-'));
-
-function guest(name: string, body: string): string {
-  const src = join(dir, `${name}.S`);
-  const elf = join(dir, `${name}.elf`);
-  writeFileSync(src, `.globl _start\n.text\n.code64\n_start:\n${body}\n`);
-  execFileSync('cc', ['-nostdlib', '-static', '-no-pie', '-Wl,--build-id=none', '-Wl,-Ttext-segment=0x1000000', '-o', elf, src]);
-  return elf;
-}
 
 // Polls LSR.DR, reads RBR, upper-cases letters and writes them back to THR;
 // a 'q' resets the machine.
@@ -39,16 +28,13 @@ send:
   out %al, (%dx)
   jmp wait
 reset:
-  mov $0xfe, %al
-  out %al, $0x64
-1: hlt
-  jmp 1b`;
+${RESET}`;
 
 describe('serial console', function () {
   this.timeout(60000);
 
   it('carries stdin to the guest and the guest\'s output to stdout', async function () {
-    const elf = guest('echo', ECHO_UPPER);
+    const elf = tinyGuest('echo', ECHO_UPPER);
     const text = 'hello, guest! '.repeat(300); // more than the UART's FIFO and its pending queue hold at once
     const r = await runSplitvm(['run', '--kernel', elf], { input: `${text}q` });
     assert.equal(r.status, 0, r.stderr);
@@ -56,7 +42,7 @@ describe('serial console', function () {
   });
 
   it('quits on Ctrl-A x when stdin is a terminal', async function () {
-    const elf = guest('spin', '1: pause\n  jmp 1b');
+    const elf = tinyGuest('spin', '1: pause\n  jmp 1b');
     // script(1) gives splitvm a pseudo-terminal and types what we write.
     const child = spawn('script', ['-qec', `${process.execPath} ${SPLITVM} run --kernel ${elf}`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const status = new Promise<number | null>((resolve) => child.on('close', resolve));

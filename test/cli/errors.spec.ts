@@ -1,11 +1,11 @@
 // Every mistake a user can make on the command line ends with one sentence
 // on stderr and a non-zero status, never a stack trace.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { tinyGuest } from '../helpers/tiny-guest.js';
 
 function assertOneSentence(r: RunResult, status: number, pattern: RegExp): void {
   assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
@@ -22,10 +22,7 @@ describe('splitvm run: user errors', function () {
   const notKernel = join(dir, 'notes.txt');
   writeFileSync(notKernel, 'these are not the bytes of a kernel\n'.repeat(100));
   // A tiny valid ELF kernel, so that errors found after the kernel check can be reached.
-  const elf = join(dir, 'tiny.elf');
-  const asm = join(dir, 'tiny.S');
-  writeFileSync(asm, '.globl _start\n_start: hlt\n');
-  execFileSync('cc', ['-nostdlib', '-static', '-no-pie', '-Wl,--build-id=none', '-Wl,-Ttext-segment=0x1000000', '-o', elf, asm]);
+  const elf = tinyGuest('halt', '  hlt');
 
   it('an unknown flag', async function () {
     assertOneSentence(await runSplitvm(['run', '--bogus']), 2, /unknown option '--bogus'/i);

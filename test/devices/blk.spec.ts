@@ -1,5 +1,6 @@
 // Device-process tests for virtio-blk: the real device process (built entry,
-// seccomp mode DEVICE_TEST_SECCOMP) on a disk image in a tmp dir, driven
+// launched by the core's launcher in its bubblewrap jail, seccomp policy
+// DEVICE_TEST_SECCOMP = 'enforce') on a disk image in a tmp dir, driven
 // through its queues by the harness as a guest driver would.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -319,16 +320,75 @@ describe('virtio-blk device process', function () {
         assert.match(h.logs.at(-1) ?? '', /test probe: attempting/);
       });
     }
-    it(`serves normally under the enforced policy (tests run with seccomp '${DEVICE_TEST_SECCOMP}')`, async function () {
+    it(`runs jailed with the policy enforced by default (tests run with seccomp '${DEVICE_TEST_SECCOMP}')`, async function () {
       if (!havePolicy) this.skip();
-      const { d, h } = await blk({ seccomp: 'enforce' });
-      assert.equal((await d.write(0, pattern(4096, 5))).status, C.VIRTIO_BLK_S_OK);
-      assert.equal((await d.flush()).status, C.VIRTIO_BLK_S_OK);
-      assert.equal((await d.discard([{ sector: 64, sectors: 64 }])).status, C.VIRTIO_BLK_S_OK);
-      assert.equal((await d.writeZeroes([{ sector: 200, sectors: 8 }])).status, C.VIRTIO_BLK_S_OK);
-      assert.deepEqual((await d.read(0, 4096)).data, pattern(4096, 5));
+      assert.equal(DEVICE_TEST_SECCOMP, 'enforce');
+      const { d, h } = await blk();
       assert.equal((await d.getId()).status, C.VIRTIO_BLK_S_OK);
-      await h.stats();
+      // its own pid namespace: pid 1 inside, another pid seen from here
+      assert.ok(h.logRecords().some((r) => r.pid === 1 && r.msg === 'device ready'), h.logs.join('\n'));
+      assert.ok(h.logRecords().some((r) => r.seccomp === 'enforce' && /policy installed/.test(String(r.msg))));
+      assert.match(fs.readFileSync(`/proc/${h.pid}/status`, 'utf8'), /^Seccomp:\s+2$/m);
+    });
+    it('without a jail and with seccomp off (debugging, fuzzing): the same device serves', async () => {
+      const { d, h } = await blk({ jail: false, seccomp: 'off' });
+      assert.equal((await d.write(0, pattern(4096, 5))).status, C.VIRTIO_BLK_S_OK);
+      assert.deepEqual((await d.read(0, 4096)).data, pattern(4096, 5));
+      assert.match(fs.readFileSync(`/proc/${h.pid}/status`, 'utf8'), /^Seccomp:\s+0$/m);
+      assert.ok(h.logRecords().some((r) => r.pid === h.pid && r.msg === 'device ready'));
+    });
+  });
+
+  describe('replacement of a dead device process (failed mode)', () => {
+    it('completes the chains the dead process left unanswered, and every later one, with IOERR', async () => {
+      const { h, q, d } = await blk({ queueSize: 16 });
+      const firstPid = h.pid;
+      assert.equal((await d.read(0, 4096)).status, C.VIRTIO_BLK_S_OK);
+      // made available but not kicked: the device never looked at them
+      const unseen = [
+        d.add({ type: C.VIRTIO_BLK_T_IN, sector: 8, inLen: 4096 }),
+        d.add({ type: C.VIRTIO_BLK_T_OUT, sector: 16, out: pattern(512, 4) }),
+        d.add({ type: C.VIRTIO_BLK_T_FLUSH }),
+      ];
+      // kicked just before the kill: answered by one process or the other, exactly once
+      const raced = d.add({ type: C.VIRTIO_BLK_T_OUT, sector: 24, out: pattern(512, 6) });
+      q.kick();
+      assert.deepEqual(await h.kill(), { code: null, signal: 'SIGKILL' });
+      // made available while no process serves the queue
+      const orphan = d.add({ type: C.VIRTIO_BLK_T_IN, sector: 0, inLen: 512 });
+      q.kick();
+
+      await h.replace(); // same memory, image and eventfds; config failed: true; jailed, enforced
+      assert.notEqual(h.pid, firstPid);
+      assert.equal(h.hello.kind, 'blk');
+      h.reactivate(); // the same rings: the replacement resumes at the used index
+      for (const p of [...unseen, orphan]) assert.equal((await p.reply).status, C.VIRTIO_BLK_S_IOERR);
+      const racedStatus = (await raced.reply).status;
+      assert.ok(racedStatus === C.VIRTIO_BLK_S_OK || racedStatus === C.VIRTIO_BLK_S_IOERR, `status ${racedStatus}`);
+      // later requests fail too, and reach nothing
+      assert.equal((await d.read(0, 512)).status, C.VIRTIO_BLK_S_IOERR);
+      assert.equal((await d.write(0, pattern(512, 7))).status, C.VIRTIO_BLK_S_IOERR);
+      assert.equal((await d.getId()).status, C.VIRTIO_BLK_S_IOERR);
+      // one used entry per chain: the first read was not answered again
+      assert.equal(q.usedIdx(), 1 + unseen.length + 1 + 1 + 3);
+      assert.equal(q.freeDescriptors, q.size);
+      const image0 = pattern(IMAGE_BYTES, 1);
+      if (racedStatus === C.VIRTIO_BLK_S_OK) image0.set(pattern(512, 6), 24 * 512);
+      assert.deepEqual(new Uint8Array(fs.readFileSync(image)), image0, 'the replacement wrote nothing');
+      const s = await h.stats();
+      assert.equal(s.ioErrors, racedStatus === C.VIRTIO_BLK_S_OK ? 7 : 8);
+      assert.equal(s.inFlight, 0);
+      assert.ok(h.alive);
+      assert.ok(h.logRecords().some((r) => /replacing a device process that died/.test(String(r.msg))));
+    });
+    it('a replacement started on rings whose used index runs ahead of the available one stops the queue', async () => {
+      const { h, q, d } = await blk({ queueSize: 16 });
+      assert.equal((await d.getId()).status, C.VIRTIO_BLK_S_OK);
+      await h.kill();
+      q.setAvailIdx(0); // the (hostile) guest rewinds its available index below the used one
+      await h.replace();
+      h.reactivate();
+      assert.match(((await h.next('needs-reset')) as NeedsResetMessage).reason, /ahead|avail/i);
       assert.ok(h.alive);
     });
   });

@@ -7,24 +7,9 @@
 // there is nothing to observe: the tests say so and are skipped.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
+import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
 import { runSplitvm } from '../helpers/run-splitvm.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'splitvm-quirks-'));
-
-/** Assembles a 64-bit guest whose entry point is `_start`, loaded at 16 MiB. */
-function guest(name: string, body: string): string {
-  const src = join(dir, `${name}.S`);
-  const elf = join(dir, `${name}.elf`);
-  writeFileSync(src, `.globl _start\n.text\n.code64\n_start:\n${body}\n`);
-  execFileSync('cc', ['-nostdlib', '-static', '-no-pie', '-Wl,--build-id=none', '-Wl,-Ttext-segment=0x1000000', '-o', elf, src]);
-  return elf;
-}
-
-const RESET = '  mov $0xfe, %al\n  out %al, $0x64\n1: hlt\n  jmp 1b';
 
 describe('host quirks (software KVM)', function () {
   this.timeout(60000);
@@ -37,7 +22,7 @@ describe('host quirks (software KVM)', function () {
   });
 
   it('steps over CLAC, STAC and FWAIT and lets the guest go on', async function () {
-    const elf = guest('fixups', `  clac\n  stac\n  fwait\n${RESET}`);
+    const elf = tinyGuest('fixups', `  clac\n  stac\n  fwait\n${RESET}`);
     const r = await runSplitvm(['run', '--kernel', elf, '--log-level', 'info']);
     assert.equal(r.status, 0, r.stderr);
     const stopped = r.stderr.split('\n').filter((l) => l.includes('"guest stopped"')).map((l) => JSON.parse(l))[0];
@@ -46,7 +31,7 @@ describe('host quirks (software KVM)', function () {
 
   it('reports an instruction it cannot fix with the RIP and its bytes, and exits 1', async function () {
     // POPCNT is one of them (the kernel is kept away from it with clearcpuid=151).
-    const elf = guest('popcnt', `  popcnt %rax, %rbx\n${RESET}`);
+    const elf = tinyGuest('popcnt', `  popcnt %rax, %rbx\n${RESET}`);
     const r = await runSplitvm(['run', '--kernel', elf]);
     assert.equal(r.status, 1);
     const lines = r.stderr.trim().split('\n');

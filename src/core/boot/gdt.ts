@@ -2,30 +2,12 @@
 // guest memory, and derives from the very same entry bits the segment
 // registers (KVM struct kvm_segment semantics) and the GDTR/IDTR values the
 // vCPU is started with, so the two can never disagree.
+import type { DTable as DescriptorTable, Segment } from '../kvm/abi.js';
 import type { GuestMemory } from '../memory.js';
 import { GDT_ADDR, GDT_ENTRIES, IDT_ADDR } from './layout.js';
 
-/** One segment register as KVM_SET_SREGS takes it (struct kvm_segment, minus padding). */
-export interface Segment {
-  base: number;
-  /** Byte-granular limit (already scaled by 4 KiB when g = 1). */
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
-  avl: number;
-}
-
-/** A descriptor-table register (struct kvm_dtable). */
-export interface DescriptorTable {
-  base: number;
-  limit: number;
-}
+/** A segment register and a descriptor-table register, as KVM_SET_SREGS takes them. */
+export type { Segment, DTable as DescriptorTable } from '../kvm/abi.js';
 
 export const GDT_SELECTOR_CODE = 0x08;
 export const GDT_SELECTOR_DATA = 0x10;

@@ -12,7 +12,8 @@
 // root, has no die-with-parent and no status channel.
 //
 // fds in the device: 0,1 /dev/null; 2 log; 3 control socketpair; 4, 5, … the
-// `fds` given (memfd, backend, kick0, call0, kick1, call1, …). Nothing else:
+// `fds` given (memfd, backend, kick0, call0, kick1, call1, …; a null there is
+// /dev/null, e.g. a device without a backend). Nothing else:
 // every other fd of the core is made close-on-exec first, and bwrap closes
 // its status fd before it execs the device.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -34,8 +35,8 @@ export interface LaunchOptions {
   kind: string;
   /** device configuration, passed as JSON in argv[2] with name, kind and seccomp added */
   config: object;
-  /** in order: guest memory memfd, backend fd, kick0, call0, kick1, call1, … → device fds 4, 5, 6, … */
-  fds: number[];
+  /** in order: guest memory memfd, backend fd, kick0, call0, kick1, call1, … → device fds 4, 5, 6, …; null: /dev/null there */
+  fds: (number | null)[];
   /** false: run the device directly (debugging only; no namespaces, no rlimits) */
   jail: boolean;
   /** what installPolicy does in the device */
@@ -171,43 +172,54 @@ function fromBwrapCode(code: number): DeviceExit {
   return code > 128 && sig ? { code: null, signal: sig } : { code, signal: null };
 }
 
+/** The built entry every device process runs: <repo>/dist/src/devices/main.js. */
+export function deviceEntry(): string {
+  return path.join(repoRoot(), 'dist', 'src', 'devices', 'main.js');
+}
+
 /** Starts a device process; resolves once its host pid is known. */
 export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> {
   const root = repoRoot();
-  const entry = path.resolve(opts.entry ?? path.join(root, 'dist', 'src', 'devices', 'main.js'));
+  const entry = path.resolve(opts.entry ?? deviceEntry());
   if (!fs.existsSync(entry)) {
     throw new LaunchError(`the device entry ${entry} does not exist; build it first (npm run build)`);
   }
   const nodeFlags = opts.nodeFlags ?? DEVICE_NODE_FLAGS;
   const argJson = JSON.stringify({ ...opts.config, name: opts.name, kind: opts.kind, seccomp: opts.seccomp });
   const logSlot = opts.log === undefined || opts.log === 'inherit' ? 'inherit' : opts.log;
-  const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', logSlot, 'pipe', ...opts.fds];
+  // libuv leaves an 'ignore' slot above 2 closed; a null slot must be /dev/null (closed again once spawned)
+  const devNull = opts.fds.includes(null) ? fs.openSync('/dev/null', 'r') : -1;
+  const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', logSlot, 'pipe', ...opts.fds.map((fd) => fd ?? devNull)];
   const env = { ...deviceEnv(Math.max(0, Math.floor((opts.fds.length - 2) / 2))), ...opts.env };
 
   let child: ChildProcess;
   let status: Readable | null = null;
   markAllCloexec();
-  if (!opts.jail) {
-    child = spawn(process.execPath, [...nodeFlags, entry, argJson], { stdio, env });
-  } else {
-    const rel = path.relative(path.join(root, 'dist'), entry);
-    if (rel.startsWith('..') || path.isAbsolute(rel)) {
-      throw new LaunchError(`a jailed device must run code from ${path.join(root, 'dist')}, not ${entry}`);
+  try {
+    if (!opts.jail) {
+      child = spawn(process.execPath, [...nodeFlags, entry, argJson], { stdio, env });
+    } else {
+      const rel = path.relative(path.join(root, 'dist'), entry);
+      if (rel.startsWith('..') || path.isAbsolute(rel)) {
+        throw new LaunchError(`a jailed device must run code from ${path.join(root, 'dist')}, not ${entry}`);
+      }
+      const bwrap = which('bwrap');
+      if (!bwrap) throw new LaunchError('bubblewrap (bwrap) is not installed: install the Debian package bubblewrap, or run devices without a jail for debugging');
+      const prlimit = which('prlimit');
+      if (!prlimit) throw new LaunchError('prlimit is not installed: install the Debian package util-linux');
+      const statusFd = stdio.length;
+      stdio.push('pipe');
+      const limits = ['--core=0:0', `--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`];
+      if (opts.fileSizeLimit !== undefined) limits.push(`--fsize=${opts.fileSizeLimit}:${opts.fileSizeLimit}`);
+      // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
+      // and seccomp already forbids creating processes.
+      const jailEntry = path.join(JAIL_REPO, 'dist', rel);
+      const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
+      child = spawn(prlimit, args, { stdio, env: {} });
+      status = child.stdio[statusFd] as Readable;
     }
-    const bwrap = which('bwrap');
-    if (!bwrap) throw new LaunchError('bubblewrap (bwrap) is not installed: install the Debian package bubblewrap, or run devices without a jail for debugging');
-    const prlimit = which('prlimit');
-    if (!prlimit) throw new LaunchError('prlimit is not installed: install the Debian package util-linux');
-    const statusFd = stdio.length;
-    stdio.push('pipe');
-    const limits = ['--core=0:0', `--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`];
-    if (opts.fileSizeLimit !== undefined) limits.push(`--fsize=${opts.fileSizeLimit}:${opts.fileSizeLimit}`);
-    // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
-    // and seccomp already forbids creating processes.
-    const jailEntry = path.join(JAIL_REPO, 'dist', rel);
-    const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
-    child = spawn(prlimit, args, { stdio, env: {} });
-    status = child.stdio[statusFd] as Readable;
+  } finally {
+    if (devNull >= 0) fs.closeSync(devNull);
   }
 
   const log = opts.log === 'pipe' ? (child.stdio[2] as Readable) : null;

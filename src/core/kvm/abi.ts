@@ -140,6 +140,7 @@ export interface CpuidEntry {
   edx: number;
 }
 
+/** One segment register (struct kvm_segment); `limit` is in bytes, already scaled when g = 1. */
 export interface Segment {
   base: number;
   limit: number;

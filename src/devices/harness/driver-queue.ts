@@ -97,6 +97,14 @@ export class DriverQueue {
   get availIdx(): number {
     return this.nextAvail;
   }
+  /** The used index up to which takeUsed has read (what a driver writes to used_event to be interrupted next). */
+  get lastUsedIdx(): number {
+    return this.lastUsed;
+  }
+  /** EVENT_IDX kick suppression: whether publishing from `oldAvail` to now crossed the device's avail_event. */
+  kickNeeded(oldAvail: number): boolean {
+    return ((this.nextAvail - this.availEvent() - 1) & 0xffff) < ((this.nextAvail - oldAvail) & 0xffff);
+  }
 
   // ---- a well-behaved driver ----
   /** Writes a chain and puts its head in the available ring (not yet published). */

@@ -1,27 +1,30 @@
 // DeviceHarness: the host-side driver for one device process, used by the
 // device-process tests, benchmarks and fuzzing. It plays the core (guest
 // memory memfd, eventfds, hello, activate with the ring addresses it laid
-// out) and the guest driver (DriverQueue per queue).
+// out) and the guest driver (DriverQueue per queue). The device is started
+// by the core's own launcher (src/core/jail/launch.ts): by default the real
+// built entry in its bubblewrap jail with its seccomp policy enforced, exactly
+// as the core runs it; `jail: false` and the other seccomp modes are for
+// debugging and fuzzing. Like the core's supervisor, it can start a
+// replacement process on the same memory and eventfds after the first died
+// (`kill`, `replace`, `reactivate`).
 //
 // Guest memory layout (default 16 MiB memfd): two regions, so that
 // addresses above 4 GiB and region ends get exercised:
 //   region 0: gpa 0         .. memSize/2   rings (from 0x1000)
 //   region 1: gpa 4 GiB     .. +memSize/2  data buffers (bump allocated)
-import type { ChildProcess } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import * as libc from '../../sys/libc.js';
-import type { ControlChannel } from '../../ipc/channel.js';
-import type { DeviceMessage, HelloMessage, StatsMessage } from '../../ipc/messages.js';
+import { ControlChannel } from '../../ipc/channel.js';
+import type { ActivateMessage, DeviceMessage, HelloMessage, StatsMessage } from '../../ipc/messages.js';
+import { launchDevice, type DeviceExit, type DeviceProcess } from '../../core/jail/launch.js';
 import type { BlkOptions, JailProbe, LogLevel, SeccompMode } from '../config.js';
 import { GuestMemory, type MemoryRegion } from '../guest-memory.js';
 import { ringSizes } from '../virtio/queue.js';
 import { DriverQueue } from './driver-queue.js';
-import { spawnDevice, type SpawnDevice } from './spawn.js';
 
-/**
- * The seccomp mode device-process tests run with. One constant, so the lead
- * can flip it to 'enforce' once policies/blk.policy is in place.
- */
-export const DEVICE_TEST_SECCOMP: SeccompMode = 'off';
+/** The seccomp mode device-process tests run with: the policy the core enforces. */
+export const DEVICE_TEST_SECCOMP: SeccompMode = 'enforce';
 
 export const MiB = 1024 * 1024;
 export const FOUR_GIB = 4 * 1024 * MiB;
@@ -34,16 +37,21 @@ export interface HarnessOptions {
   queueSize?: number;
   /** Guest RAM bytes (a multiple of 8 KiB). Default 16 MiB. */
   memSize?: number;
-  /** The backend fd passed as fd 5 (disk image for blk). */
+  /** The backend fd passed as fd 5 (disk image for blk); /dev/null when absent. */
   backendFd?: number;
   blk?: BlkOptions;
+  /** Run the device in its bubblewrap jail (default true); false for debugging (no namespaces, no rlimits). */
+  jail?: boolean;
+  /** Default DEVICE_TEST_SECCOMP ('enforce'); 'log' or 'off' for writing policies, debugging, fuzzing. */
   seccomp?: SeccompMode;
   logLevel?: LogLevel;
   testAttemptAfterJail?: JailProbe;
-  /** Device log: collected in `logs` ('pipe', default), or passed through. SPLITVM_DEVICE_LOG=1 also echoes. */
-  stderr?: 'pipe' | 'inherit' | 'ignore';
-  nodeArgs?: string[];
-  spawn?: SpawnDevice;
+  /** Device log (its fd 2): collected in `logs` ('pipe', default), or the harness's stderr. SPLITVM_DEVICE_LOG=1 also echoes. */
+  log?: 'pipe' | 'inherit';
+  /** Node flags of the device process. Default: the launcher's (--jitless, which the policies require). */
+  nodeFlags?: string[];
+  /** Start the device as the replacement of a dead one: it fails every request (config `failed`). */
+  failed?: boolean;
   /** How long to wait for hello. Default 10 s. */
   helloTimeoutMs?: number;
 }
@@ -61,7 +69,7 @@ interface Waiter {
   reject: (e: Error) => void;
 }
 
-export type ExitStatus = { code: number | null; signal: NodeJS.Signals | null };
+export type ExitStatus = DeviceExit;
 
 /** The device process did not get to hello; carries how it ended and its log. */
 export class DeviceStartError extends Error {
@@ -96,13 +104,19 @@ class BumpAllocator {
 
 export class DeviceHarness {
   readonly queues: DriverQueue[] = [];
-  /** Every message the device sent, in order. */
+  /** Every message the device (and any replacement) sent, in order. */
   readonly received: DeviceMessage[] = [];
-  /** The device's log lines (when stderr is 'pipe'). */
+  /** The device's log lines (when log is 'pipe'), of every process it ran as. */
   readonly logs: string[] = [];
   hello!: HelloMessage;
-  readonly exited: Promise<ExitStatus>;
+  /** The control channel to the current device process. */
+  channel!: ControlChannel<'core'>;
+  /** Resolves when the current device process is gone. */
+  exited!: Promise<ExitStatus>;
+  private proc: DeviceProcess | undefined;
   private exitStatus: ExitStatus | undefined;
+  private logDone: Promise<void> = Promise.resolve();
+  private lastActivate: Omit<ActivateMessage, 'v'> | null = null;
   private readonly waiters: Waiter[] = [];
   private readonly unclaimed: DeviceMessage[] = [];
   private readonly ringAlloc: BumpAllocator;
@@ -116,34 +130,12 @@ export class DeviceHarness {
     readonly memfd: number,
     readonly kickFds: number[],
     readonly callFds: number[],
-    readonly child: ChildProcess,
-    readonly channel: ControlChannel<'core'>,
   ) {
     this.ringAlloc = new BumpAllocator(regions[0]!.gpa + 0x1000, regions[0]!.gpa + regions[0]!.size);
     this.dataAlloc = new BumpAllocator(regions[1]!.gpa, regions[1]!.gpa + regions[1]!.size);
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        this.exitStatus = { code, signal };
-        resolve({ code, signal });
-        // Nothing more will come: fail whoever waits for a message.
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`the device exited (code ${code}, signal ${signal}) before sending "${w.type}"`));
-      });
-    });
-    child.stderr?.setEncoding('utf8');
-    let partial = '';
-    child.stderr?.on('data', (s: string) => {
-      const lines = (partial + s).split('\n');
-      partial = lines.pop()!;
-      for (const l of lines) {
-        this.logs.push(l);
-        if (process.env.SPLITVM_DEVICE_LOG === '1') process.stderr.write(`${l}\n`);
-      }
-    });
-    channel.on('message', (m) => this.onMessage(m));
-    channel.on('error', (e) => this.logs.push(JSON.stringify({ harness: 'control channel error', err: e.message })));
   }
 
-  /** Creates guest memory and eventfds, spawns the device and waits for its hello. */
+  /** Creates guest memory and eventfds, launches the device and waits for its hello. */
   static async start(opts: HarnessOptions = {}): Promise<DeviceHarness> {
     const numQueues = opts.numQueues ?? 1;
     const memSize = opts.memSize ?? 16 * MiB;
@@ -158,34 +150,123 @@ export class DeviceHarness {
     // Kick: blocking (the device parks a pool read on it). Call: non-blocking, polled here.
     const kickFds = Array.from({ length: numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
     const callFds = Array.from({ length: numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
-    const config: { numQueues: number } & Record<string, unknown> = {
-      kind: opts.kind ?? 'blk',
-      name: opts.name ?? 'blk-test',
-      regions,
-      numQueues,
-      seccomp: opts.seccomp ?? DEVICE_TEST_SECCOMP,
-      logLevel: opts.logLevel ?? 'info',
-    };
-    if ((opts.kind ?? 'blk') === 'blk') config.blk = opts.blk ?? { readOnly: false };
-    if (opts.testAttemptAfterJail) config.testAttemptAfterJail = opts.testAttemptAfterJail;
-    const { child, channel } = (opts.spawn ?? spawnDevice)({
-      config,
-      memfd,
-      ...(opts.backendFd !== undefined ? { backendFd: opts.backendFd } : {}),
-      kickFds,
-      callFds,
-      stderr: opts.stderr ?? 'pipe',
-      ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
-    });
-    const h = new DeviceHarness(opts, mem, regions, memfd, kickFds, callFds, child, channel);
+    const h = new DeviceHarness(opts, mem, regions, memfd, kickFds, callFds);
     try {
-      h.hello = (await h.next('hello', opts.helloTimeoutMs ?? 10000)) as HelloMessage;
+      await h.launch(opts.failed ?? false);
     } catch (e) {
       await h.close();
-      await new Promise((r) => setImmediate(r)); // let the last log lines arrive
-      throw new DeviceStartError(`${(e as Error).message}; device log:\n${h.logs.join('\n')}`, h.exitStatus, h.logs);
+      throw e;
     }
     return h;
+  }
+
+  /** Host pid of the current device process (inside its jail it is pid 1). */
+  get pid(): number {
+    return this.proc!.pid;
+  }
+
+  /** Launches a device process on our memory and eventfds and waits for its hello. */
+  private async launch(failed: boolean): Promise<void> {
+    const { opts } = this;
+    const numQueues = this.kickFds.length;
+    const config: Record<string, unknown> = { regions: this.regions, numQueues, logLevel: opts.logLevel ?? 'info' };
+    if ((opts.kind ?? 'blk') === 'blk') config.blk = opts.blk ?? { readOnly: false };
+    if (opts.testAttemptAfterJail) config.testAttemptAfterJail = opts.testAttemptAfterJail;
+    if (failed) config.failed = true;
+    const fds: (number | null)[] = [this.memfd, opts.backendFd ?? null];
+    for (let i = 0; i < numQueues; i++) fds.push(this.kickFds[i]!, this.callFds[i]!);
+    this.exitStatus = undefined;
+    this.unclaimed.length = 0;
+    let proc: DeviceProcess;
+    try {
+      proc = await launchDevice({
+        name: opts.name ?? 'blk-test',
+        kind: opts.kind ?? 'blk',
+        config,
+        fds,
+        jail: opts.jail ?? true,
+        seccomp: opts.seccomp ?? DEVICE_TEST_SECCOMP,
+        log: opts.log ?? 'pipe',
+        ...(opts.nodeFlags ? { nodeFlags: opts.nodeFlags } : {}),
+      });
+    } catch (e) {
+      this.exitStatus = { code: null, signal: null };
+      this.exited = Promise.resolve(this.exitStatus);
+      throw new DeviceStartError((e as Error).message, undefined, this.logs);
+    }
+    this.proc = proc;
+    this.channel = new ControlChannel('core', proc.control);
+    this.logDone = this.collectLog(proc);
+    this.exited = proc.exited.then((e) => {
+      if (this.proc === proc) {
+        this.exitStatus = e;
+        // Nothing more will come: fail whoever waits for a message.
+        for (const w of this.waiters.splice(0)) w.reject(new Error(`the device exited (code ${e.code}, signal ${e.signal}) before sending "${w.type}"`));
+      }
+      return e;
+    });
+    const channel = this.channel;
+    channel.on('message', (m) => {
+      if (this.channel === channel) this.onMessage(m);
+    });
+    channel.on('error', (e) => this.logs.push(JSON.stringify({ harness: 'control channel error', err: e.message })));
+    try {
+      this.hello = (await this.next('hello', opts.helloTimeoutMs ?? 10000)) as HelloMessage;
+    } catch (e) {
+      if (this.alive) {
+        proc.kill();
+        await this.exited;
+      }
+      await Promise.race([this.logDone, new Promise((r) => setTimeout(r, 500))]); // the last log lines
+      throw new DeviceStartError(`${(e as Error).message}; device log:\n${this.logs.join('\n')}`, this.exitStatus, this.logs);
+    }
+  }
+
+  private collectLog(proc: DeviceProcess): Promise<void> {
+    const log = proc.log;
+    if (!log) return Promise.resolve();
+    const decoder = new StringDecoder('utf8');
+    let partial = '';
+    const take = (s: string): void => {
+      const lines = (partial + s).split('\n');
+      partial = lines.pop()!;
+      for (const l of lines) {
+        this.logs.push(l);
+        if (process.env.SPLITVM_DEVICE_LOG === '1') process.stderr.write(`${l}\n`);
+      }
+    };
+    log.on('data', (d: Buffer) => take(decoder.write(d)));
+    return new Promise((resolve) => {
+      log.once('close', () => {
+        const rest = partial + decoder.end();
+        if (rest) this.logs.push(rest);
+        resolve();
+      });
+    });
+  }
+
+  /** SIGKILLs the current device process (and its jail) and waits until it is gone. */
+  async kill(): Promise<ExitStatus> {
+    this.proc?.kill();
+    return this.exited;
+  }
+
+  /**
+   * Starts a new device process on the same guest memory, backend and
+   * eventfds once the current one is gone — by default as the core does after
+   * a death: a `failed` replacement. The driver queues are kept; `reactivate`
+   * gives the new process the same rings.
+   */
+  async replace(opts: { failed?: boolean } = {}): Promise<void> {
+    if (this.alive) throw new Error('replace: the device process still runs (kill it first)');
+    this.channel.close();
+    await this.launch(opts.failed ?? true);
+  }
+
+  /** Sends the last activate again (same features, same ring addresses), as the core does to a replacement. */
+  reactivate(): void {
+    if (!this.lastActivate) throw new Error('reactivate: nothing was activated');
+    this.channel.send(this.lastActivate);
   }
 
   /** True while the device process runs. */
@@ -206,7 +287,9 @@ export class DeviceHarness {
       this.queues[index] = q;
       list.push({ index, size, ...addrs });
     }
-    this.channel.send({ type: 'activate', features, queues: list });
+    const msg = { type: 'activate' as const, features, queues: list };
+    this.lastActivate = msg;
+    this.channel.send(msg);
     return which.map((i) => this.queues[i]!);
   }
 
@@ -214,6 +297,7 @@ export class DeviceHarness {
   async reset(timeoutMs = 5000): Promise<void> {
     this.channel.send({ type: 'reset' });
     await this.next('reset-done', timeoutMs);
+    this.lastActivate = null;
     this.queues.length = 0;
     this.ringAlloc.reset();
     this.dataAlloc.reset();
@@ -287,11 +371,11 @@ export class DeviceHarness {
           /* channel already gone */
         }
       }
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+      const timer = setTimeout(() => this.proc?.kill(), timeoutMs);
       await this.exited;
       clearTimeout(timer);
     }
-    this.channel.close();
+    if (this.proc) this.channel.close();
     for (const fd of [this.memfd, ...this.kickFds, ...this.callFds]) libc.close(fd);
   }
 

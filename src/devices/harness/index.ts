@@ -3,4 +3,4 @@
 export { DeviceHarness, DeviceStartError, DEVICE_TEST_SECCOMP, FOUR_GIB, MiB, type HarnessOptions, type ActivateOptions, type ExitStatus } from './harness.js';
 export { DriverQueue, type Buf, type RawDesc, type UsedElem, type RingAddresses } from './driver-queue.js';
 export { BlkDriver, dwzSegments, type BlkReply, type BlkRequestSpec, type PendingRequest } from './blk-driver.js';
-export { spawnDevice, deviceEntry, type SpawnDevice, type SpawnOptions, type SpawnedDevice } from './spawn.js';
+export { deviceEntry } from '../../core/jail/launch.js';

@@ -1,0 +1,50 @@
+// scripts/bench/blk/direct.ts — owns the ceiling of the blk benchmark: the
+// same I/O as the device serves (same sizes, offsets, queue depth) done
+// directly with pread/pwrite from one Node process, through the libuv pool
+// (FileHandle.read/write promises, `depth` of them in flight). ../blk.ts runs
+// it as a child with the device's pool size and sends it one JSON line per
+// run on stdin: { op, bs, depth, random, ms }; it answers each with
+// { ops, seconds } on stdout. argv[2]: { image, imageBytes }.
+import { open } from 'node:fs/promises';
+import readline from 'node:readline';
+
+interface DirectRun {
+  op: 'read' | 'write';
+  bs: number;
+  depth: number;
+  random: boolean;
+  ms: number;
+}
+
+const { image, imageBytes } = JSON.parse(process.argv[2]!) as { image: string; imageBytes: number };
+const fh = await open(image, 'r+');
+let seq = 0;
+
+async function run(c: DirectRun): Promise<{ ops: number; seconds: number }> {
+  const nextPos = (): number => {
+    if (c.random) return Math.floor(Math.random() * (imageBytes / c.bs)) * c.bs;
+    const at = seq;
+    seq = (seq + c.bs) % imageBytes;
+    return at;
+  };
+  const t0 = performance.now();
+  const deadline = t0 + c.ms;
+  let ops = 0;
+  await Promise.all(
+    Array.from({ length: c.depth }, async () => {
+      const buf = Buffer.alloc(c.bs, 0x5a);
+      while (performance.now() < deadline) {
+        if (c.op === 'read') await fh.read(buf, 0, c.bs, nextPos());
+        else await fh.write(buf, 0, c.bs, nextPos());
+        ops++;
+      }
+    }),
+  );
+  return { ops, seconds: (performance.now() - t0) / 1000 };
+}
+
+for await (const line of readline.createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  process.stdout.write(`${JSON.stringify(await run(JSON.parse(line) as DirectRun))}\n`);
+}
+await fh.close();
