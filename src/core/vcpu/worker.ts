@@ -66,11 +66,12 @@ function loop(vcpu: Vcpu): VcpuMessage {
     switch (vcpu.exitReason) {
       case Exit.IO: {
         const isOut = run.getUint8(abi.RUN.io.direction) === EXIT_IO_OUT;
-        const size = run.getUint8(abi.RUN.io.size);
         const ioPort = run.getUint16(abi.RUN.io.port, true);
-        const count = run.getUint32(abi.RUN.io.count, true);
-        const off = Number(run.getBigUint64(abi.RUN.io.data_offset, true));
         if (ioPort === POST_PORT && isOut) break;
+        const size = run.getUint8(abi.RUN.io.size);
+        const count = run.getUint32(abi.RUN.io.count, true);
+        // data_offset is a u64 offset into the kvm_run mapping: a few KiB, so its low half is all of it.
+        const off = run.getUint32(abi.RUN.io.data_offset, true);
         // String I/O (rep outs/ins) arrives as `count` items back to back.
         for (let i = 0; i < count; i++) {
           const item = runBytes.subarray(off + i * size, off + (i + 1) * size);
