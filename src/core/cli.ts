@@ -4,14 +4,13 @@
 // serial console to the terminal and runs the machine.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { BootError, KernelFormatError, detectKernelFormat } from './boot/kernel.js';
 import { MPTABLE_MAX_CPUS } from './boot/mptable.js';
 import { attachConsole } from './console.js';
-import { LaunchError, type SeccompMode } from './jail/launch.js';
+import { LaunchError, repoRoot, type SeccompMode } from './jail/launch.js';
 import { KvmUnavailableError } from './kvm/vm.js';
 import { DeviceStartError } from './supervisor/device-process.js';
 import { parseDiskSpec, type DiskSpec } from './supervisor/disk-spec.js';
@@ -19,7 +18,6 @@ import { Machine } from './machine.js';
 import { MiB } from './memory.js';
 import { SOFTWARE_KVM_KERNEL_PARAMS, isSoftwareKvmHost } from './quirks.js';
 
-const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const USAGE = `usage: splitvm run [options]
   --kernel FILE      guest kernel: ELF vmlinux or bzImage (default: the built-in guest, built on first use)
@@ -135,7 +133,7 @@ function readInput(what: string, path: string): Uint8Array {
 export function defaultGuest(): { kernel: string; initrd: string } {
   let dir: string;
   try {
-    dir = execFileSync('bash', [join(repoRoot, 'scripts/guest/build-kernel.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' }).trim();
+    dir = execFileSync('bash', [join(repoRoot(), 'scripts/guest/build-kernel.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' }).trim();
   } catch {
     throw new UsageError('building the default guest kernel failed (see the messages above)', 1);
   }
