@@ -110,7 +110,7 @@ export interface LineWatch {
 }
 
 /**
- * Watches a child's stdout (and stderr) for a line matching `pattern`.
+ * Watches a child's stdout (or stderr, with `stream: 'err'`) for a line matching `pattern`.
  * Resolves with the time since `t0` (hrtime ns) when it appears; rejects with
  * one line if the child exits first, a `failure` pattern matches on either
  * stream, or the timeout passes. The child keeps running either way.
@@ -119,7 +119,7 @@ export function waitForLine(
   child: ChildProcess,
   t0: bigint,
   pattern: RegExp,
-  opts: { timeoutMs: number; what: string; failure?: RegExp; explain?: (output: string) => string },
+  opts: { timeoutMs: number; what: string; failure?: RegExp; explain?: (output: string) => string; stream?: 'out' | 'err' },
 ): Promise<LineWatch> {
   return new Promise((resolve, reject) => {
     let done = false;
@@ -144,7 +144,7 @@ export function waitForLine(
         for (const raw of lines) {
           const line = raw.replace(/\r$/, '');
           if (line.trim()) tail = line.trim();
-          if (stream === 'out' && pattern.test(line)) return finish(null, { ms: Number(now - t0) / 1e6, line });
+          if (stream === (opts.stream ?? 'out') && pattern.test(line)) return finish(null, { ms: Number(now - t0) / 1e6, line });
           if (opts.failure?.test(line)) {
             // Give the rest of the report (e.g. QEMU's register dump) a moment to arrive.
             const explain = opts.explain;

@@ -83,7 +83,9 @@ export class Machine {
     this.pio.insert(CMOS_PORT, CMOS_PORT_COUNT, new CmosRtc({ ramBelow4G: low, ramAbove4G: high }));
     this.pio.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, this.pci);
     this.transportHost = new KvmTransportHost(this.vm, this.mmio);
-    this.vcpus = new VcpuSet(this.pio, this.mmio);
+    this.vcpus = new VcpuSet(this.pio, this.mmio, (vcpu, kind, rip) =>
+      config.log.debug({ vcpu, kind, rip: `0x${rip.toString(16)}` }, 'software-KVM fixup applied'),
+    );
   }
 
   /** Opens a disk image, starts its jailed virtio-blk process and puts it on the PCI bus. */

@@ -26,4 +26,6 @@ export type ExitReason = 'reset' | 'poweroff' | 'stopped' | 'error';
 
 export type VcpuMessage =
   | { type: 'ready'; tid: number; runAddr: bigint }
+  /** A software-KVM fixup was applied (rare: a handful per boot). */
+  | { type: 'fixup'; kind: string; rip: bigint }
   | { type: 'exit'; reason: ExitReason; fixups: number; message?: string };

@@ -40,6 +40,8 @@ export class VcpuSet {
   constructor(
     private readonly pio: Bus,
     private readonly mmio: Bus,
+    /** Told of each software-KVM fixup a vCPU applied. */
+    private readonly onFixup: (vcpu: number, kind: string, rip: bigint) => void = () => {},
   ) {
     this.firstExit = new Promise((r) => (this.resolveFirst = r));
     process.on(KICK_SIGNAL, () => {});
@@ -56,6 +58,8 @@ export class VcpuSet {
             running.tid = m.tid;
             running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
             if (this.stopping) this.kick(running);
+          } else if (m.type === 'fixup') {
+            this.onFixup(init.id, m.kind, m.rip);
           } else {
             const exit: VcpuExit = { id: init.id, reason: m.reason, message: m.message, fixups: m.fixups };
             if (m.reason !== 'stopped') this.resolveFirst(exit);

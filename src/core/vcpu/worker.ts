@@ -145,6 +145,7 @@ function applyFixup(vcpu: Vcpu): boolean {
   else if (fix.kind === 'stac') vcpu.setRegs({ rip, rflags: regs.rflags | RFLAGS_AC });
   else vcpu.setRegs({ rip });
   if (fix.kind === 'int3') vcpu.injectException(3);
+  post({ type: 'fixup', kind: fix.kind, rip: regs.rip });
   return true;
 }
 
