@@ -82,10 +82,13 @@ export class Machine {
     const high = this.memory.size - low;
     this.pio.insert(CMOS_PORT, CMOS_PORT_COUNT, new CmosRtc({ ramBelow4G: low, ramAbove4G: high }));
     this.pio.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, this.pci);
-    this.transportHost = new KvmTransportHost(this.vm, this.mmio);
-    this.vcpus = new VcpuSet(this.pio, this.mmio, (vcpu, kind, rip) =>
-      config.log.debug({ vcpu, kind, rip: `0x${rip.toString(16)}` }, 'software-KVM fixup applied'),
+    this.transportHost = new KvmTransportHost(this.vm, this.mmio, (addr, why) =>
+      config.log.warn({ addr: `0x${addr.toString(16)}`, why }, 'guest placed a PCI BAR over another device; it stays unmapped'),
     );
+    this.vcpus = new VcpuSet(this.pio, this.mmio, {
+      fixup: (vcpu, kind, rip) => config.log.debug({ vcpu, kind, rip: `0x${rip.toString(16)}` }, 'software-KVM fixup applied'),
+      deviceError: (bus, addr, e) => config.log.error({ bus, addr: `0x${addr.toString(16)}`, err: e.message }, 'a device model failed on a guest access; answered with all ones'),
+    });
   }
 
   /** Opens a disk image, starts its jailed virtio-blk process and puts it on the PCI bus. */

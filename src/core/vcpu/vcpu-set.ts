@@ -40,8 +40,12 @@ export class VcpuSet {
   constructor(
     private readonly pio: Bus,
     private readonly mmio: Bus,
-    /** Told of each software-KVM fixup a vCPU applied. */
-    private readonly onFixup: (vcpu: number, kind: string, rip: bigint) => void = () => {},
+    private readonly events: {
+      /** A software-KVM fixup a vCPU applied. */
+      fixup?: (vcpu: number, kind: string, rip: bigint) => void;
+      /** A device model threw on a guest access: the access is answered with all ones and the VM goes on. */
+      deviceError?: (kind: 'pio' | 'mmio', addr: number, e: Error) => void;
+    } = {},
   ) {
     this.firstExit = new Promise((r) => (this.resolveFirst = r));
     process.on(KICK_SIGNAL, () => {});
@@ -59,7 +63,7 @@ export class VcpuSet {
             running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
             if (this.stopping) this.kick(running);
           } else if (m.type === 'fixup') {
-            this.onFixup(init.id, m.kind, m.rip);
+            this.events.fixup?.(init.id, m.kind, m.rip);
           } else {
             const exit: VcpuExit = { id: init.id, reason: m.reason, message: m.message, fixups: m.fixups };
             if (m.reason !== 'stopped') this.resolveFirst(exit);
@@ -91,14 +95,17 @@ export class VcpuSet {
       }
       const addr = (Atomics.load(ch, Slot.ADDR_LO) >>> 0) + Atomics.load(ch, Slot.ADDR_HI) * 2 ** 32;
       const bytes = data.subarray(0, Atomics.load(ch, Slot.SIZE));
-      const bus = Atomics.load(ch, Slot.KIND) === Kind.PIO ? this.pio : this.mmio;
+      const isPio = Atomics.load(ch, Slot.KIND) === Kind.PIO;
+      const bus = isPio ? this.pio : this.mmio;
       try {
         if (Atomics.load(ch, Slot.IS_WRITE)) {
           const pending = bus.write(addr, bytes);
           if (pending) await pending;
         } else bus.read(addr, bytes);
       } catch (e) {
-        this.resolveFirst({ id: -1, reason: 'error', message: `device model failed: ${(e as Error).message}`, fixups: 0 });
+        // A guest must not be able to stop the VM through a device model's bug.
+        bytes.fill(0xff);
+        this.events.deviceError?.(isPio ? 'pio' : 'mmio', addr, e as Error);
       }
       handled = seq;
       Atomics.store(ch, Slot.REPLY, seq);

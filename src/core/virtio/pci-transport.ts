@@ -57,8 +57,8 @@ export interface TransportHost {
   signalMsi(msg: MsiMessage): void;
   assignIoeventfd(fd: number, addr: number, len: number): void;
   deassignIoeventfd(fd: number, addr: number, len: number): void;
-  /** Maps or unmaps BAR0's MMIO range. */
-  mapBar(addr: number, len: number, dev: BusDevice): void;
+  /** Maps BAR0's MMIO range; false when the guest placed it over another device's range. */
+  mapBar(addr: number, len: number, dev: BusDevice): boolean;
   unmapBar(addr: number): void;
 }
 
@@ -172,10 +172,11 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
       this.host.unmapBar(this.barAddr);
       this.info.kickFds.forEach((fd, q) => this.host.deassignIoeventfd(fd, this.barAddr! + BAR0.NOTIFY + q * BAR0.NOTIFY_MULTIPLIER, 2));
     }
-    this.barAddr = addr;
-    if (addr !== null && addr !== 0) {
-      this.host.mapBar(addr, BAR0.SIZE, this);
-      this.info.kickFds.forEach((fd, q) => this.host.assignIoeventfd(fd, addr + BAR0.NOTIFY + q * BAR0.NOTIFY_MULTIPLIER, 2));
+    // A BAR at 0, or one the guest put over another device, decodes nothing.
+    this.barAddr = addr !== null && addr !== 0 && this.host.mapBar(addr, BAR0.SIZE, this) ? addr : null;
+    if (this.barAddr !== null) {
+      const base = this.barAddr;
+      this.info.kickFds.forEach((fd, q) => this.host.assignIoeventfd(fd, base + BAR0.NOTIFY + q * BAR0.NOTIFY_MULTIPLIER, 2));
     }
   }
 

@@ -11,6 +11,8 @@ export class KvmTransportHost implements TransportHost {
   constructor(
     private readonly vm: Vm,
     private readonly mmio: Bus,
+    /** The guest placed a BAR over another device's range (it then decodes nothing). */
+    private readonly onOverlap: (addr: number, why: string) => void = () => {},
   ) {}
 
   allocGsi(): number {
@@ -45,8 +47,14 @@ export class KvmTransportHost implements TransportHost {
     this.vm.assignIoeventfd(fd, addr, len, { deassign: true });
   }
 
-  mapBar(addr: number, len: number, dev: BusDevice): void {
-    this.mmio.insert(addr, len, dev);
+  mapBar(addr: number, len: number, dev: BusDevice): boolean {
+    try {
+      this.mmio.insert(addr, len, dev);
+      return true;
+    } catch (e) {
+      this.onOverlap(addr, (e as Error).message);
+      return false;
+    }
   }
 
   unmapBar(addr: number): void {

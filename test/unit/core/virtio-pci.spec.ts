@@ -22,7 +22,11 @@ class FakeHost implements TransportHost {
   signalMsi(m: MsiMessage) { this.events.push(`msi ${m.data}`); }
   assignIoeventfd(fd: number, addr: number, len: number) { this.events.push(`ioeventfd ${fd}@${addr.toString(16)}/${len}`); }
   deassignIoeventfd(fd: number, addr: number) { this.events.push(`no-ioeventfd ${fd}@${addr.toString(16)}`); }
-  mapBar(addr: number, _len: number, dev: BusDevice) { this.mapped.set(addr, dev); }
+  mapBar(addr: number, _len: number, dev: BusDevice) {
+    if (addr === 0xe0000000) return false; // "another device is there"
+    this.mapped.set(addr, dev);
+    return true;
+  }
   unmapBar(addr: number) { this.mapped.delete(addr); }
 }
 
@@ -124,6 +128,13 @@ describe('virtio-pci transport', function () {
     cfg(0x10, 4, 0xd0000000);
     assert.ok(host.mapped.has(0xd0000000) && !host.mapped.has(BAR), 'BAR moved');
     assert.ok(host.events.includes(`no-ioeventfd 100@${(BAR + BAR0.NOTIFY).toString(16)}`));
+    host.events = [];
+    cfg(0x10, 4, 0xe0000000); // over another device: nothing decodes, no ioeventfd
+    assert.ok(!host.mapped.has(0xd0000000) && !host.mapped.has(0xe0000000));
+    assert.ok(!host.events.some((e) => e.startsWith('ioeventfd')), host.events.join());
+    host.events = [];
+    cfg(0x10, 4, 0xd0000000);
+    assert.ok(host.mapped.has(0xd0000000) && host.events.some((e) => e.startsWith('ioeventfd 100')));
   });
 
   it('negotiates features and refuses FEATURES_OK without VERSION_1 or with unoffered bits', async function () {
