@@ -29,6 +29,8 @@ export interface DeviceProcessOptions {
   seccomp: SeccompMode;
   logLevel: string;
   log: Logger;
+  /** The script the device process runs (default: the built device entry). For tests of hostile devices. */
+  entry?: string;
 }
 
 export class DeviceStartError extends Error {}
@@ -64,7 +66,12 @@ export class VirtioDeviceProcess implements DeviceLink {
 
   static async start(opts: DeviceProcessOptions): Promise<VirtioDeviceProcess> {
     const d = new VirtioDeviceProcess(opts);
-    await d.launch();
+    try {
+      await d.launch();
+    } catch (e) {
+      for (const fd of [...d.kickFds, ...d.callFds]) libc.close(fd);
+      throw e;
+    }
     return d;
   }
 
@@ -87,6 +94,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
+      entry: opts.entry,
     });
     this.channel = new ControlChannel('core', this.proc.control);
     this.hello = await this.awaitHello();

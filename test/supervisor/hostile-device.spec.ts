@@ -1,0 +1,55 @@
+// The core's side of a device process facing a device that has been taken
+// over: every hello it sends is checked (kind, queue count, sizes), a
+// protocol violation after start gets the device killed and replaced, and
+// the core itself never throws. The hostile device is a small script run
+// without a jail (what it says is the point here, not what it can do).
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { GuestMemory, MiB } from '../../src/core/memory.js';
+import { DeviceStartError, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
+import * as libc from '../../src/sys/libc.js';
+
+const HOSTILE = fileURLToPath(new URL('./fixtures/hostile-device.mjs', import.meta.url));
+
+describe('device supervisor: a hostile device process', function () {
+  this.timeout(20000);
+  const memory = GuestMemory.create(2 * MiB);
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+
+  const start = (hostile: string) =>
+    VirtioDeviceProcess.start({
+      name: 'evil0', kind: 'blk', numQueues: 1, config: { hostile }, backendFd: libc.open('/dev/null', libc.O_RDWR),
+      memory, jail: false, seccomp: 'off', logLevel: 'info', log, entry: HOSTILE,
+    });
+
+  it('is refused when its hello claims another kind of device', async function () {
+    await assert.rejects(start('wrong-kind'), (e: Error) => e instanceof DeviceStartError && /says it is a net device, not blk/.test(e.message));
+  });
+
+  it('is refused when its hello offers other queues than the core set up', async function () {
+    await assert.rejects(start('more-queues'), (e: Error) => e instanceof DeviceStartError && /offers 6 queues, not 1/.test(e.message));
+  });
+
+  it('is refused when its hello carries an oversized config space', async function () {
+    await assert.rejects(start('oversized-config'), (e: Error) => e instanceof DeviceStartError && /bad hello .*config/.test(e.message));
+  });
+
+  it('is refused when it sends a frame longer than the protocol allows', async function () {
+    await assert.rejects(start('huge-frame'), (e: Error) => e instanceof DeviceStartError && /bad hello .*frame length/.test(e.message));
+  });
+
+  it('is killed, reported and replaced when it breaks the protocol after starting', async function () {
+    const dev = await start('garbage-after-hello');
+    const failures: string[] = [];
+    dev.onFailure = (why) => failures.push(why);
+    const firstPid = dev.pid;
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(lines.some((l) => l.msg === 'device broke the control protocol; stopping it' && /needs-reset.reason/.test(String(l.err))), JSON.stringify(lines));
+    assert.ok(lines.some((l) => l.msg === 'device evil0 died: killed by SIGKILL' && l.pid === firstPid), JSON.stringify(lines));
+    assert.deepEqual(failures.slice(0, 1), ['device process died: killed by SIGKILL']);
+    assert.notEqual(dev.pid, firstPid, 'a replacement runs');
+    await dev.shutdown();
+  });
+});
