@@ -3,6 +3,7 @@
 // gives at start. Every access is bounds-checked; a range must lie inside
 // one region (crossing a region's end, wrapping, or exceeding 2^53 is
 // rejected). Returned views are zero-copy.
+import fs from 'node:fs';
 import * as libc from '../sys/libc.js';
 
 export interface MemoryRegion {
@@ -56,9 +57,18 @@ export class GuestMemory {
     this.last = regions[0]!;
   }
 
-  /** Maps each region of `fd` MAP_SHARED, read-write. */
+  /**
+   * Maps each region of `fd` MAP_SHARED, read-write. A region must lie within
+   * the file: a mapping past its end would kill the process with SIGBUS on
+   * first touch (when the guest points a buffer there) instead of failing here.
+   */
   static map(fd: number, regions: MemoryRegion[]): GuestMemory {
-    const mapped = validateRegions(regions).map((r) => {
+    const checked = validateRegions(regions);
+    const fileSize = fs.fstatSync(fd).size;
+    for (const r of checked) {
+      if (r.offset + r.size > fileSize) throw new Error(`region at gpa 0x${r.gpa.toString(16)} ends at offset ${r.offset + r.size}, past the end of the ${fileSize}-byte memory file`);
+    }
+    const mapped = checked.map((r) => {
       const addr = libc.mmap(r.size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd, r.offset);
       return { ...r, bytes: new Uint8Array(libc.view(addr, r.size)) };
     });

@@ -27,10 +27,7 @@ import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage }
 import type { DeviceBackend } from './backend.js';
 import { callFd, kickFd } from './fds.js';
 import type { GuestMemory } from './guest-memory.js';
-import { QueueError, SplitQueue, type DescriptorChain } from './virtio/queue.js';
-
-const VIRTIO_F_INDIRECT_DESC = 28;
-const VIRTIO_F_RING_EVENT_IDX = 29;
+import { QueueError, SplitQueue, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from './virtio/queue.js';
 
 interface ServedQueue {
   index: number;

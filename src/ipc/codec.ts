@@ -28,21 +28,59 @@ export function decode(body: Uint8Array): unknown {
   }
 }
 
-/** Splits a byte stream into frame bodies. Throws ProtocolError on a bad length. */
+/**
+ * Splits a byte stream into frame bodies. Throws ProtocolError on a bad
+ * length. Linear in the bytes received however the peer fragments them: a
+ * frame's body is gathered into one buffer of its announced length, never
+ * re-concatenated per chunk (a peer writing one byte at a time would
+ * otherwise cost a quadratic amount of copying).
+ */
 export class FrameReader {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Bytes of a length prefix not yet complete. */
+  private readonly prefix = Buffer.alloc(4);
+  private prefixBytes = 0;
+  /** The body being gathered (its length announced by the prefix), and how much of it has arrived. */
+  private body: Buffer | null = null;
+  private bodyBytes = 0;
 
   /** Adds received bytes; returns the complete frame bodies now available. */
   push(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const out: Buffer[] = [];
-    while (this.buf.length >= 4) {
-      const len = this.buf.readUInt32LE(0);
-      if (len === 0 || len > MAX_FRAME_BYTES) throw new ProtocolError(`frame length ${len} out of range 1..${MAX_FRAME_BYTES}`);
-      if (this.buf.length < 4 + len) break;
-      out.push(this.buf.subarray(4, 4 + len));
-      this.buf = this.buf.subarray(4 + len);
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.body === null) {
+        // A whole frame inside this chunk: hand out a view, no copy.
+        if (this.prefixBytes === 0 && chunk.length - at >= 4) {
+          const len = checkLength(chunk.readUInt32LE(at));
+          if (chunk.length - at - 4 >= len) {
+            out.push(chunk.subarray(at + 4, at + 4 + len));
+            at += 4 + len;
+            continue;
+          }
+        }
+        const n = Math.min(4 - this.prefixBytes, chunk.length - at);
+        chunk.copy(this.prefix, this.prefixBytes, at, at + n);
+        this.prefixBytes += n;
+        at += n;
+        if (this.prefixBytes < 4) break;
+        this.body = Buffer.allocUnsafe(checkLength(this.prefix.readUInt32LE(0)));
+        this.bodyBytes = 0;
+        this.prefixBytes = 0;
+      }
+      const n = Math.min(this.body.length - this.bodyBytes, chunk.length - at);
+      chunk.copy(this.body, this.bodyBytes, at, at + n);
+      this.bodyBytes += n;
+      at += n;
+      if (this.bodyBytes === this.body.length) {
+        out.push(this.body);
+        this.body = null;
+      }
     }
     return out;
   }
+}
+
+function checkLength(len: number): number {
+  if (len === 0 || len > MAX_FRAME_BYTES) throw new ProtocolError(`frame length ${len} out of range 1..${MAX_FRAME_BYTES}`);
+  return len;
 }

@@ -9,8 +9,7 @@ export const VIRTIO_BLK_F_MQ = 12;
 export const VIRTIO_BLK_F_DISCARD = 13;
 export const VIRTIO_BLK_F_WRITE_ZEROES = 14;
 
-export const VIRTIO_F_INDIRECT_DESC = 28;
-export const VIRTIO_F_RING_EVENT_IDX = 29;
+export { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX } from '../virtio/queue.js';
 export const VIRTIO_F_VERSION_1 = 32;
 
 export const VIRTIO_BLK_T_IN = 0;

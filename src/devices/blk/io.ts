@@ -40,14 +40,21 @@ export async function pwriteFull(fd: number, view: Uint8Array, pos: number): Pro
   }
 }
 
-/** Runs `op` on consecutive pieces of a scattered buffer list starting at file position `pos`, all in flight at once. */
+/**
+ * Runs `op` on consecutive pieces of a scattered buffer list starting at file
+ * position `pos`, all in flight at once. Settles only once every piece has:
+ * when one fails, the others may still be reading into (or writing from) the
+ * guest's buffers, and the request must not complete — handing the buffers
+ * back to the guest, or reporting reset-done — before they stop.
+ */
 export async function scatter(bufs: Uint8Array[], pos: number, op: (view: Uint8Array, pos: number) => Promise<void>): Promise<void> {
   const jobs: Promise<void>[] = [];
   for (const b of bufs) {
     if (b.length > 0) jobs.push(op(b, pos));
     pos += b.length;
   }
-  await Promise.all(jobs);
+  const failed = (await Promise.allSettled(jobs)).find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 export function fdatasync(fd: number): Promise<void> {

@@ -8,11 +8,12 @@ import { fileURLToPath } from 'node:url';
 import { loadFilter } from './compile.js';
 import { resolveSyscall } from './libseccomp.js';
 import { parsePolicy, type PolicyRule } from './policy.js';
+import type { SeccompMode } from '../config.js';
 import { FD_BACKEND, FD_CONTROL, FD_MEMORY } from '../fds.js';
 
 export { PolicyError, parsePolicy, type PolicyRule } from './policy.js';
 
-export type SeccompMode = 'enforce' | 'log' | 'off';
+export type { SeccompMode } from '../config.js';
 
 /** The repository's policies/ folder: the nearest ancestor of this module that has one. */
 export function policiesDir(): string {

@@ -9,6 +9,9 @@ export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
 export const VIRTQ_DESC_F_INDIRECT = 4;
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+/** Transport-independent feature bits that change how a split queue is read. */
+export const VIRTIO_F_INDIRECT_DESC = 28;
+export const VIRTIO_F_RING_EVENT_IDX = 29;
 export const MAX_QUEUE_SIZE = 32768;
 /** Bound on a chain's total length (readable + writable): the used length is a u32. */
 export const MAX_CHAIN_BYTES = 0xffff_ffff;

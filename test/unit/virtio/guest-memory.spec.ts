@@ -52,4 +52,15 @@ describe('GuestMemory', () => {
       libc.close(fd);
     }
   });
+  it('refuses a region past the end of the memory file (it would SIGBUS the device on first touch)', () => {
+    const fd = libc.memfdCreate('gm-test-short');
+    try {
+      libc.ftruncate(fd, 0x2000);
+      assert.throws(() => GuestMemory.map(fd, [{ gpa: 0, size: 0x4000, offset: 0 }]), /past the end of the 8192-byte memory file/);
+      assert.throws(() => GuestMemory.map(fd, [{ gpa: 0, size: 0x1000, offset: 0 }, { gpa: FOUR_GIB, size: 0x1000, offset: 0x2000 }]), /past the end/);
+      assert.equal(GuestMemory.map(fd, [{ gpa: 0, size: 0x2000, offset: 0 }]).slice(0x1fff, 1).length, 1);
+    } finally {
+      libc.close(fd);
+    }
+  });
 });
