@@ -181,12 +181,27 @@ export class DeviceServer {
     readOnce();
   }
 
+  /**
+   * Takes what the driver made available, at most a queue's worth per call:
+   * chains completed at once (a failed device's) would otherwise let a guest
+   * that keeps adding them hold the event loop, and with it the control
+   * channel and the other queues. The rest is taken on the next turn.
+   */
   private drain(sq: ServedQueue): void {
     try {
+      let budget = sq.queue.size;
       for (;;) {
         let chain: DescriptorChain | null;
-        while (!sq.stopped && (chain = sq.queue.pop()) !== null) this.submit(sq, chain);
-        if (sq.stopped || !sq.queue.enableNotify()) break;
+        while (!sq.stopped && budget > 0 && (chain = sq.queue.pop()) !== null) {
+          this.submit(sq, chain);
+          budget--;
+        }
+        if (sq.stopped) break;
+        if (budget === 0) {
+          setImmediate(() => !sq.stopped && this.drain(sq));
+          break;
+        }
+        if (!sq.queue.enableNotify()) break;
       }
     } catch (e) {
       this.fail(sq, e as Error);
