@@ -111,14 +111,21 @@ export class Vm {
     libc.ioctlIn(this.fd, k.KVM_IRQ_LINE, this.irqLevel);
   }
 
-  /** Sets (or replaces) the MSI route of `gsi` and reloads the whole routing table. */
+  /**
+   * Sets (or replaces) the MSI route of `gsi` and reloads the whole routing
+   * table. When KVM refuses the table, the previous route stays, so one bad
+   * route cannot make every later update fail.
+   */
   setMsiRoute(route: MsiRoute): void {
+    const previous = this.msiRoutes.get(route.gsi);
     this.msiRoutes.set(route.gsi, route);
-    this.loadRouting();
-  }
-
-  removeMsiRoute(gsi: number): void {
-    if (this.msiRoutes.delete(gsi)) this.loadRouting();
+    try {
+      this.loadRouting();
+    } catch (e) {
+      if (previous) this.msiRoutes.set(route.gsi, previous);
+      else this.msiRoutes.delete(route.gsi);
+      throw e;
+    }
   }
 
   /**

@@ -44,6 +44,45 @@ export const BAR0 = {
   MSIX_PBA: 0x6000,
 } as const;
 
+/** Offsets of the common configuration structure's fields (virtio 1.2, 4.1.4.3). */
+const Common = {
+  DEVICE_FEATURE_SELECT: 0x00,
+  DEVICE_FEATURE: 0x04,
+  DRIVER_FEATURE_SELECT: 0x08,
+  DRIVER_FEATURE: 0x0c,
+  CONFIG_MSIX_VECTOR: 0x10,
+  NUM_QUEUES: 0x12,
+  DEVICE_STATUS: 0x14,
+  CONFIG_GENERATION: 0x15,
+  QUEUE_SELECT: 0x16,
+  QUEUE_SIZE: 0x18,
+  QUEUE_MSIX_VECTOR: 0x1a,
+  QUEUE_ENABLE: 0x1c,
+  QUEUE_NOTIFY_OFF: 0x1e,
+  QUEUE_DESC: 0x20,
+  QUEUE_DRIVER: 0x28,
+  QUEUE_DEVICE: 0x30,
+} as const;
+
+/**
+ * The field that byte `offset` of the common configuration belongs to: its
+ * offset and width. The 64-bit ring addresses count as two 32-bit halves.
+ */
+function commonFieldAt(offset: number): { offset: number; width: number } | null {
+  if (offset < 0 || offset >= BAR0.COMMON_LEN) return null;
+  if (offset < Common.CONFIG_MSIX_VECTOR || offset >= Common.QUEUE_DESC) return { offset: offset & ~3, width: 4 };
+  if (offset === Common.DEVICE_STATUS || offset === Common.CONFIG_GENERATION) return { offset, width: 1 };
+  return { offset: offset & ~1, width: 2 };
+}
+
+/** The ring address (low and high halves) whose field is at common-config `offset`, if any. */
+function ringField(q: QueueState, offset: number): [number, number] | null {
+  if (offset >= Common.QUEUE_DEVICE + 8 || offset < Common.QUEUE_DESC) return null;
+  return offset < Common.QUEUE_DRIVER ? q.desc : offset < Common.QUEUE_DEVICE ? q.avail : q.used;
+}
+
+const u32 = (b: Uint8Array, at: number) => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+
 /** ISR bit 1: configuration change. Queue interrupts go through MSI-X only, so bit 0 stays clear. */
 const ISR_CONFIG = 2;
 
@@ -51,7 +90,6 @@ const ISR_CONFIG = 2;
 export interface TransportHost {
   allocGsi(): number;
   setMsiRoute(gsi: number, msg: MsiMessage): void;
-  removeMsiRoute(gsi: number): void;
   assignIrqfd(fd: number, gsi: number): void;
   deassignIrqfd(fd: number, gsi: number): void;
   signalMsi(msg: MsiMessage): void;
@@ -111,6 +149,8 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
   private configGeneration = 0;
   private queueSelect = 0;
   private isr = 0;
+  /** The device process's reset, while the transport waits for it. */
+  private resetting: Promise<void> | null = null;
   private readonly queues: QueueState[];
   private deviceConfig: Uint8Array;
   /** One GSI per MSI-X vector, allocated when first routed. */
@@ -197,6 +237,9 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
+    // A write from another vCPU waits for a reset in flight, so the device
+    // is neither set up again nor reset twice before it has stopped.
+    while (this.resetting) await this.resetting;
     if (offset < BAR0.COMMON + BAR0.COMMON_LEN) await this.writeCommon(offset, data);
     else if (offset >= BAR0.DEVICE && offset < BAR0.DEVICE + BAR0.DEVICE_LEN) {
       const o = offset - BAR0.DEVICE;
@@ -212,82 +255,106 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
     return this.queues[this.queueSelect];
   }
 
+  /**
+   * Reads the common configuration byte by byte, each byte from the field it
+   * belongs to, so an access of any width or alignment sees what the
+   * register file holds there. No field has a read side effect.
+   */
   private readCommon(offset: number, data: Uint8Array): void {
-    const q = this.queue;
-    const f = this.info.deviceFeatures;
-    let v: number;
-    switch (offset) {
-      case 0x00: v = this.deviceFeatureSelect; break;
-      case 0x04: v = this.deviceFeatureSelect === 0 ? lo(f) : this.deviceFeatureSelect === 1 ? hi(f) : 0; break;
-      case 0x08: v = this.driverFeatureSelect; break;
-      case 0x0c: v = this.driverFeatureSelect < 2 ? this.driverFeatures[this.driverFeatureSelect]! : 0; break;
-      case 0x10: v = this.configVector; break;
-      case 0x12: v = this.info.numQueues; break;
-      case 0x14: v = this.status; break;
-      case 0x15: v = this.configGeneration; break;
-      case 0x16: v = this.queueSelect; break;
-      case 0x18: v = q ? q.size : 0; break;
-      case 0x1a: v = q ? q.vector : NO_VECTOR; break;
-      case 0x1c: v = q?.enabled ? 1 : 0; break;
-      case 0x1e: v = q ? this.queueSelect : 0; break;
-      case 0x20: case 0x24: case 0x28: case 0x2c: case 0x30: case 0x34: {
-        const field = offset < 0x28 ? q?.desc : offset < 0x30 ? q?.avail : q?.used;
-        v = field ? field[(offset & 4) >> 2]! : 0;
-        break;
-      }
-      default: v = 0;
+    for (let i = 0; i < data.length; i++) {
+      const at = offset + i;
+      const field = commonFieldAt(at);
+      data[i] = field ? (this.commonField(field.offset) >>> (8 * (at - field.offset))) & 0xff : 0;
     }
-    for (let i = 0; i < data.length; i++) data[i] = (v >>> (8 * i)) & 0xff;
   }
 
-  private async writeCommon(offset: number, data: Uint8Array): Promise<void> {
-    let v = 0;
-    for (let i = data.length - 1; i >= 0; i--) v = v * 256 + data[i]!;
+  private commonField(offset: number): number {
     const q = this.queue;
+    const f = this.info.deviceFeatures;
+    switch (offset) {
+      case Common.DEVICE_FEATURE_SELECT: return this.deviceFeatureSelect;
+      case Common.DEVICE_FEATURE: return this.deviceFeatureSelect === 0 ? lo(f) : this.deviceFeatureSelect === 1 ? hi(f) : 0;
+      case Common.DRIVER_FEATURE_SELECT: return this.driverFeatureSelect;
+      case Common.DRIVER_FEATURE: return this.driverFeatureSelect < 2 ? this.driverFeatures[this.driverFeatureSelect]! : 0;
+      case Common.CONFIG_MSIX_VECTOR: return this.configVector;
+      case Common.NUM_QUEUES: return this.info.numQueues;
+      case Common.DEVICE_STATUS: return this.status;
+      case Common.CONFIG_GENERATION: return this.configGeneration;
+      case Common.QUEUE_SELECT: return this.queueSelect;
+      // An unavailable queue (queue_select out of range) reads size 0.
+      case Common.QUEUE_SIZE: return q ? q.size : 0;
+      case Common.QUEUE_MSIX_VECTOR: return q ? q.vector : NO_VECTOR;
+      case Common.QUEUE_ENABLE: return q?.enabled ? 1 : 0;
+      case Common.QUEUE_NOTIFY_OFF: return q ? this.queueSelect : 0;
+      default: {
+        const field = q && ringField(q, offset);
+        return field ? field[(offset & 4) >> 2] : 0;
+      }
+    }
+  }
+
+  /**
+   * Writes take effect only with the field's own width at its offset (virtio
+   * 1.2, 4.1.3.1); a 64-bit ring address also takes one 8-byte write. Other
+   * accesses, and writes to read-only fields, are ignored.
+   */
+  private async writeCommon(offset: number, data: Uint8Array): Promise<void> {
+    const field = commonFieldAt(offset);
+    if (!field || field.offset !== offset) return;
+    const q = this.queue;
+    const ring = q && ringField(q, offset);
+    if (ring && offset % 8 === 0 && data.length === 8) {
+      if (this.status & Status.DRIVER_OK) return;
+      ring[0] = u32(data, 0);
+      ring[1] = u32(data, 4);
+      return;
+    }
+    if (data.length !== field.width) return;
+    const v = data.length === 4 ? u32(data, 0) : data.length === 2 ? data[0]! | (data[1]! << 8) : data[0]!;
     // Queue registers are frozen once the driver is running.
     const live = (this.status & Status.DRIVER_OK) !== 0;
     switch (offset) {
-      case 0x00: this.deviceFeatureSelect = v; break;
-      case 0x08: this.driverFeatureSelect = v; break;
-      case 0x0c:
-        if (this.driverFeatureSelect < 2 && !(this.status & Status.FEATURES_OK)) this.driverFeatures[this.driverFeatureSelect] = v >>> 0;
+      case Common.DEVICE_FEATURE_SELECT: this.deviceFeatureSelect = v; break;
+      case Common.DRIVER_FEATURE_SELECT: this.driverFeatureSelect = v; break;
+      case Common.DRIVER_FEATURE:
+        if (this.driverFeatureSelect < 2 && !(this.status & Status.FEATURES_OK)) this.driverFeatures[this.driverFeatureSelect] = v;
         break;
-      case 0x10:
+      case Common.CONFIG_MSIX_VECTOR:
         this.configVector = v < this.msix.vectors ? v : NO_VECTOR;
         break;
-      case 0x14: await this.writeStatus(v & 0xff); break;
-      case 0x16: this.queueSelect = v; break;
-      case 0x18:
+      case Common.DEVICE_STATUS: await this.writeStatus(v); break;
+      case Common.QUEUE_SELECT: this.queueSelect = v; break;
+      case Common.QUEUE_SIZE:
         // The size must be a power of 2 no larger than the device's maximum.
         if (q && !live && v > 0 && v <= this.info.maxQueueSize && (v & (v - 1)) === 0) q.size = v;
         break;
-      case 0x1a:
+      case Common.QUEUE_MSIX_VECTOR:
         if (q) {
           q.vector = v < this.msix.vectors ? v : NO_VECTOR;
           this.syncInterrupts();
         }
         break;
-      case 0x1c: if (q && !live && v === 1) q.enabled = true; break;
-      case 0x20: case 0x24: case 0x28: case 0x2c: case 0x30: case 0x34: {
-        if (!q || live) break;
-        const field = offset < 0x28 ? q.desc : offset < 0x30 ? q.avail : q.used;
-        if (data.length === 8) {
-          field[0] = v % 2 ** 32;
-          field[1] = Math.floor(v / 2 ** 32);
-        } else field[(offset & 4) >> 2] = v >>> 0;
-        break;
-      }
+      case Common.QUEUE_ENABLE: if (q && !live && v === 1) q.enabled = true; break;
       default:
+        if (ring && !live) ring[(offset & 4) >> 2] = v;
     }
   }
 
+  /**
+   * Status bits only accumulate until a reset (the driver must not clear
+   * one): clearing DRIVER_OK cannot reopen the queue registers of a running
+   * device. FEATURES_OK sticks only for an acceptable feature set, and
+   * DRIVER_OK only after FEATURES_OK, so the device never starts with
+   * features it did not offer.
+   */
   private async writeStatus(v: number): Promise<void> {
     if (v === 0) {
       await this.reset();
       return;
     }
-    let next = (this.status & Status.DEVICE_NEEDS_RESET) | v;
-    if (v & Status.FEATURES_OK && !(this.status & Status.FEATURES_OK) && !this.featuresAcceptable()) next &= ~Status.FEATURES_OK;
+    let next = this.status | v;
+    if (next & Status.FEATURES_OK && !(this.status & Status.FEATURES_OK) && !this.featuresAcceptable()) next &= ~Status.FEATURES_OK;
+    if (!(next & Status.FEATURES_OK)) next &= ~Status.DRIVER_OK;
     const starting = next & Status.DRIVER_OK && !(this.status & Status.DRIVER_OK);
     this.status = next;
     if (starting) this.activate();
@@ -306,6 +373,11 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
       .filter(({ q }) => q.enabled)
       .map(({ q, index }) => ({ index, size: q.size, desc: join64(q.desc), avail: join64(q.avail), used: join64(q.used) }));
     this.syncInterrupts();
+    // A ring above 2^53 is beyond any guest-physical address, and beyond what the control protocol carries.
+    if (queues.some((q) => !Number.isSafeInteger(q.desc) || !Number.isSafeInteger(q.avail) || !Number.isSafeInteger(q.used))) {
+      this.needsReset();
+      return;
+    }
     this.link.activate(join64(this.driverFeatures), queues);
   }
 
@@ -327,7 +399,9 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
       q.used = [0, 0];
     }
     this.syncInterrupts();
-    if (wasActive) await this.link.reset();
+    if (!wasActive) return;
+    this.resetting = this.link.reset().finally(() => (this.resetting = null));
+    await this.resetting;
   }
 
   // ---- interrupts ----

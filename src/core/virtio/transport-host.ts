@@ -4,6 +4,7 @@ import type { Bus, BusDevice } from '../bus.js';
 import { FIRST_MSI_GSI, type Vm } from '../kvm/vm.js';
 import type { MsiMessage } from '../pci/msix.js';
 import type { TransportHost } from './pci-transport.js';
+import { SysError } from '../../sys/libc.js';
 
 export class KvmTransportHost implements TransportHost {
   private nextGsi = FIRST_MSI_GSI;
@@ -23,10 +24,6 @@ export class KvmTransportHost implements TransportHost {
     this.vm.setMsiRoute({ gsi, ...msg });
   }
 
-  removeMsiRoute(gsi: number): void {
-    this.vm.removeMsiRoute(gsi);
-  }
-
   assignIrqfd(fd: number, gsi: number): void {
     this.vm.assignIrqfd(fd, gsi);
   }
@@ -35,8 +32,17 @@ export class KvmTransportHost implements TransportHost {
     this.vm.deassignIrqfd(fd, gsi);
   }
 
+  /**
+   * An MSI the guest aimed at no CPU makes KVM_SIGNAL_MSI fail: it is lost,
+   * as on hardware. It must not throw, since a device process's message
+   * (config change, needs-reset) is what sends it.
+   */
   signalMsi(msg: MsiMessage): void {
-    this.vm.signalMsi(msg.addressLo, msg.addressHi, msg.data);
+    try {
+      this.vm.signalMsi(msg.addressLo, msg.addressHi, msg.data);
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+    }
   }
 
   assignIoeventfd(fd: number, addr: number, len: number): void {

@@ -16,7 +16,6 @@ class FakeHost implements TransportHost {
   mapped = new Map<number, BusDevice>();
   allocGsi() { return this.gsi++; }
   setMsiRoute(gsi: number, m: MsiMessage) { this.events.push(`route ${gsi} ${m.addressLo.toString(16)}/${m.data}`); }
-  removeMsiRoute(gsi: number) { this.events.push(`unroute ${gsi}`); }
   assignIrqfd(fd: number, gsi: number) { this.events.push(`irqfd ${fd}->${gsi}`); }
   deassignIrqfd(fd: number, gsi: number) { this.events.push(`no-irqfd ${fd}->${gsi}`); }
   signalMsi(m: MsiMessage) { this.events.push(`msi ${m.data}`); }
@@ -238,5 +237,129 @@ describe('virtio-pci transport', function () {
     await wr(BAR0.DEVICE + 4, 1, 0xaa);
     assert.deepEqual(link.configWrites, [[4, [0xaa]]]);
     assert.equal(rd(BAR0.DEVICE + 100, 4), 0);
+  });
+});
+
+describe('virtio-pci transport against a hostile driver', function () {
+  /** ACKNOWLEDGE, DRIVER, features VERSION_1, FEATURES_OK; then queue 0 set up and enabled. */
+  async function negotiated(s: ReturnType<typeof setup>) {
+    const { wr } = s;
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    await wr(0x08, 4, 1);
+    await wr(0x0c, 4, 1);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    await wr(0x16, 2, 0);
+    await wr(0x20, 4, 0x10000);
+    await wr(0x28, 4, 0x11000);
+    await wr(0x30, 4, 0x12000);
+    await wr(0x1c, 2, 1);
+  }
+  const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
+
+  it('keeps status bits until reset: clearing DRIVER_OK neither reopens the queues nor starts the device twice', async function () {
+    const s = setup();
+    const { rd, wr, link } = s;
+    await negotiated(s);
+    await wr(0x14, 1, ALL_OK);
+    assert.equal(link.activations.length, 1);
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+    assert.equal(rd(0x14, 1), ALL_OK, 'DRIVER_OK stays');
+    await wr(0x20, 4, 0x99000);
+    assert.equal(rd(0x20, 4), 0x10000, 'queue registers stay frozen');
+    await wr(0x14, 1, ALL_OK);
+    assert.equal(link.activations.length, 1, 'not activated again');
+  });
+
+  it('starts the device only after FEATURES_OK, so never with features it did not offer', async function () {
+    const { rd, wr, link } = setup();
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER);
+    await wr(0x08, 4, 1);
+    await wr(0x0c, 4, 0xffffffff); // every high feature bit, none of them offered but VERSION_1
+    await wr(0x14, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.DRIVER_OK);
+    assert.equal(rd(0x14, 1) & Status.DRIVER_OK, 0);
+    await wr(0x14, 1, ALL_OK);
+    assert.equal(rd(0x14, 1), Status.ACKNOWLEDGE | Status.DRIVER, 'FEATURES_OK refused, so DRIVER_OK too');
+    assert.deepEqual(link.activations, []);
+  });
+
+  it('sets DEVICE_NEEDS_RESET instead of starting the device with a ring above 2^53', async function () {
+    const s = setup();
+    const { rd, wr, link } = s;
+    await negotiated(s);
+    await wr(0x24, 4, 0xffffffff); // queue_desc high half
+    await wr(0x14, 1, ALL_OK);
+    assert.deepEqual(link.activations, []);
+    assert.ok(rd(0x14, 1) & Status.DEVICE_NEEDS_RESET);
+  });
+
+  it('takes common-config writes only at a field\'s own width, 8-byte ring addresses exactly', async function () {
+    const { rd, wr, t } = setup();
+    await wr(0x16, 4, 0x00010001); // queue_select and queue_size in one access: ignored
+    assert.equal(rd(0x16, 2), 0);
+    assert.equal(rd(0x18, 2), 256);
+    await wr(0x14, 2, 0x0101); // device_status and config_generation: ignored
+    assert.equal(rd(0x14, 1), 0);
+    await wr(0x19, 1, 0x01); // the high byte of queue_size alone: ignored
+    assert.equal(rd(0x18, 2), 256);
+    await wr(0x00, 8, 1); // device_feature_select with the read-only device_feature: ignored
+    assert.equal(rd(0x00, 4), 0);
+    // queue_desc = 0x12345678_9abcdef0 in one 8-byte write, not rounded through a double.
+    await t.write(0x20, Uint8Array.of(0xf0, 0xde, 0xbc, 0x9a, 0x78, 0x56, 0x34, 0x12));
+    assert.equal(rd(0x20, 4), 0x9abcdef0);
+    assert.equal(rd(0x24, 4), 0x12345678);
+    await t.write(0x24, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8)); // 8 bytes at the high half: ignored
+    assert.equal(rd(0x24, 4), 0x12345678);
+  });
+
+  it('reads an access that straddles fields byte by byte from each field', async function () {
+    const { rd, wr } = setup();
+    await wr(0x14, 1, Status.ACKNOWLEDGE);
+    await wr(0x16, 2, 1);
+    assert.equal(rd(0x14, 4), Status.ACKNOWLEDGE | (0 << 8) | (1 << 16), 'status, generation, queue_select');
+    assert.equal(rd(0x12, 2), 2, 'num_queues');
+    assert.equal(rd(0x11, 2), 0x02ff, 'high byte of config_msix_vector (NO_VECTOR), low byte of num_queues');
+    await wr(0x16, 2, 7); // beyond num_queues: the queue is unavailable
+    assert.equal(rd(0x18, 2), 0, 'queue_size 0');
+    assert.equal(rd(0x1a, 2), 0xffff, 'NO_VECTOR');
+    await wr(0x18, 2, 16);
+    await wr(0x1c, 2, 1);
+    assert.equal(rd(0x1c, 2), 0);
+  });
+
+  it('holds another vCPU\'s writes while the device resets, and never resets it twice at once', async function () {
+    const { t, host } = setup();
+    let finish!: () => void;
+    let inFlight = 0;
+    let overlapped = false;
+    const link: DeviceLink = {
+      activate() {},
+      writeConfig() {},
+      reset: () => {
+        if (inFlight++) overlapped = true;
+        return new Promise<void>((r) => (finish = () => { inFlight--; r(); }));
+      },
+    };
+    const t2 = new VirtioPciTransport(t.info, host, link, BAR);
+    const w2 = (off: number, size: number, v: number) => {
+      const d = new Uint8Array(size);
+      for (let i = 0; i < size; i++) d[i] = (v >>> (8 * i)) & 0xff;
+      return t2.write(off, d);
+    };
+    const r2 = (off: number) => { const d = new Uint8Array(1); t2.read(off, d); return d[0]!; };
+    await w2(0x14, 1, Status.ACKNOWLEDGE);
+    let firstDone = false;
+    const first = w2(0x14, 1, 0).then(() => (firstDone = true));
+    let secondDone = false;
+    const second = w2(0x14, 1, Status.ACKNOWLEDGE).then(() => w2(0x14, 1, 0)).then(() => (secondDone = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(r2(0x14), 0, 'the other vCPU\'s ACKNOWLEDGE waits for the reset');
+    assert.ok(!firstDone && !secondDone);
+    finish();
+    await first;
+    await new Promise((r) => setImmediate(r));
+    finish();
+    await second;
+    assert.ok(!overlapped, 'resets did not overlap');
+    assert.equal(r2(0x14), 0);
   });
 });
