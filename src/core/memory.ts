@@ -45,8 +45,11 @@ export class GuestMemory {
   /** Creates `size` bytes of zeroed guest RAM in a new memfd. */
   static create(size: number): GuestMemory {
     if (size <= 0 || size % (2 * MiB) !== 0) throw new RangeError('guest memory must be a positive multiple of 2 MiB');
-    const fd = libc.memfdCreate('splitvm-guest-ram');
+    const fd = libc.memfdCreate('splitvm-guest-ram', libc.MFD_CLOEXEC | libc.MFD_ALLOW_SEALING);
     libc.ftruncate(fd, size);
+    // Device processes get this fd: sealed, none of them can grow it (and eat
+    // host memory) or shrink it (and make the core fault on its own mapping).
+    libc.fcntl(fd, libc.F_ADD_SEALS, libc.F_SEAL_GROW | libc.F_SEAL_SHRINK);
     return new GuestMemory(fd, size);
   }
 

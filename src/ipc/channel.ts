@@ -48,6 +48,11 @@ export class ControlChannel<R extends Role> extends EventEmitter<ControlChannelE
     this.socket.write(encode(full));
   }
 
+  /** Bytes sent but not yet taken by the peer. */
+  get backlog(): number {
+    return this.socket.writableLength;
+  }
+
   /** Closes the channel (and the socket). */
   close(): void {
     if (this.closed) return;

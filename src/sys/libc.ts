@@ -67,6 +67,11 @@ export const ftruncate = (fd: number, len: number): void => void check('ftruncat
 export const dup = (fd: number): number => check('dup', dup_(fd));
 
 export const MFD_CLOEXEC = 1;
+export const MFD_ALLOW_SEALING = 2;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
 export const memfdCreate = (name: string, flags = MFD_CLOEXEC): number => check('memfd_create', memfd_create_(name, flags));
 
 export const EFD_CLOEXEC = 0o2000000;

@@ -15,6 +15,8 @@ import type { DeviceLink } from '../virtio/pci-transport.js';
 
 const HELLO_TIMEOUT_MS = 15000;
 const RESET_TIMEOUT_MS = 5000;
+/** Bytes of unread control messages after which a device is taken for hung. */
+const MAX_CONTROL_BACKLOG = 1024 * 1024;
 
 export interface DeviceProcessOptions {
   name: string;
@@ -158,7 +160,9 @@ export class VirtioDeviceProcess implements DeviceLink {
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
     this.onFailure(`device process died: ${how}`);
-    if (!this.failed) void this.replace();
+    if (!this.failed) {
+      this.replace().catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'replacing the device failed'));
+    }
   }
 
   /** Starts the process that fails the dead one's requests, and gives it the queues. */
@@ -177,6 +181,12 @@ export class VirtioDeviceProcess implements DeviceLink {
 
   private send(m: Parameters<ControlChannel<'core'>['send']>[0]): boolean {
     if (this.channel.isClosed) return false;
+    // A device that stops reading would make the core buffer without end.
+    if (this.channel.backlog > MAX_CONTROL_BACKLOG) {
+      this.opts.log.error({ device: this.opts.name, backlog: this.channel.backlog }, 'device stopped reading its control channel; stopping it');
+      this.proc.kill();
+      return false;
+    }
     this.channel.send(m);
     return true;
   }

@@ -243,10 +243,9 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
     if (offset < BAR0.COMMON + BAR0.COMMON_LEN) await this.writeCommon(offset, data);
     else if (offset >= BAR0.DEVICE && offset < BAR0.DEVICE + BAR0.DEVICE_LEN) {
       const o = offset - BAR0.DEVICE;
-      if (o + data.length <= this.deviceConfig.length) {
-        this.deviceConfig.set(data, o);
-        this.link.writeConfig(o, data.slice());
-      }
+      // The device decides what its config space becomes (most of it is
+      // read-only) and answers with config-changed when it changes.
+      if (o + data.length <= this.deviceConfig.length) this.link.writeConfig(o, data.slice());
     } else if (offset >= BAR0.MSIX_TABLE && offset < BAR0.MSIX_TABLE + this.msix.tableSize) this.msix.writeTable(offset - BAR0.MSIX_TABLE, data);
     // Notify writes reach the ioeventfds in KVM; one that gets here (BAR not yet mapped there) has no effect.
   }

@@ -232,10 +232,11 @@ describe('virtio-pci transport', function () {
     assert.equal(link.resets, 1);
   });
 
-  it('forwards device config writes and ignores reads past the end', async function () {
+  it('forwards device config writes, leaves the config to the device, and ignores reads past the end', async function () {
     const { rd, wr, link } = setup();
     await wr(BAR0.DEVICE + 4, 1, 0xaa);
     assert.deepEqual(link.configWrites, [[4, [0xaa]]]);
+    assert.equal(rd(BAR0.DEVICE + 4, 1), 5, 'a read-only field keeps its value until the device says otherwise');
     assert.equal(rd(BAR0.DEVICE + 100, 4), 0);
   });
 });
