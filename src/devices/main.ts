@@ -10,7 +10,7 @@ import * as libc from '../sys/libc.js';
 import { ControlChannel } from '../ipc/channel.js';
 import { BlkBackend } from './blk/backend.js';
 import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
-import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './fds.js';
+import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './contract.js';
 import { GuestMemory } from './guest-memory.js';
 import { installPolicy } from './seccomp/index.js';
 import { DeviceServer } from './server.js';

@@ -25,7 +25,7 @@ import * as libc from '../sys/libc.js';
 import type { ControlChannel } from '../ipc/channel.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
 import type { DeviceBackend } from './backend.js';
-import { callFd, kickFd } from './fds.js';
+import { callFd, kickFd } from './contract.js';
 import type { GuestMemory } from './guest-memory.js';
 import { QueueError, SplitQueue, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from './virtio/queue.js';
 

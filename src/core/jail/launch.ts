@@ -23,7 +23,7 @@ import os from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { DEVICE_GLIBC_TUNABLES } from '../../devices/seccomp/index.js';
+import { DEVICE_GLIBC_TUNABLES, DEVICE_NODE_FLAGS } from '../../devices/contract.js';
 import { markAllCloexec } from './fds.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
@@ -77,16 +77,16 @@ export class LaunchError extends Error {
   override name = 'LaunchError';
 }
 
-/**
- * Node flags every device runs with. --jitless lets the policy forbid
- * PROT_EXEC: with its JIT, V8 makes its code pages read-write-execute, a gift
- * to whoever corrupts the device's memory. Measured on the fixture's
+/*
+ * Node flags: DEVICE_NODE_FLAGS (contract.ts). --jitless lets the policy
+ * forbid PROT_EXEC: with its JIT, V8 makes its code pages read-write-execute,
+ * a gift to whoever corrupts the device's memory. Measured on the fixture's
  * virtio-blk request loop (test/jail/fixtures/jitless-bench.ts): 4 KiB reads
  * cost ~0.8 µs of CPU each with the JIT and ~2.3 µs without (64 KiB: 2.7 vs
  * 4.5 µs); start-up +50 ms; memory the same. Each request already costs the
- * guest a ~4.4 µs exit, so the device is not the bottleneck either way.
+ * guest a VM exit of several µs, so the device is not the bottleneck.
  */
-export const DEVICE_NODE_FLAGS = ['--jitless', '--no-expose-wasm'];
+export { DEVICE_NODE_FLAGS };
 /**
  * The environment every device process gets (nothing of the core's): one
  * malloc arena (the policies rely on it) and a libuv pool with a thread

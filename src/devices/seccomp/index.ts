@@ -9,7 +9,7 @@ import { loadFilter } from './compile.js';
 import { resolveSyscall } from './libseccomp.js';
 import { parsePolicy, type PolicyRule } from './policy.js';
 import type { SeccompMode } from '../config.js';
-import { FD_BACKEND, FD_CONTROL, FD_MEMORY } from '../fds.js';
+import { DEVICE_GLIBC_TUNABLES, FD_BACKEND, FD_CONTROL, FD_MEMORY } from '../contract.js';
 
 export { PolicyError, parsePolicy, type PolicyRule } from './policy.js';
 
@@ -26,9 +26,6 @@ export function policiesDir(): string {
     dir = up;
   }
 }
-
-/** The tunable that keeps glibc's malloc from ever opening a file (see common.policy). */
-export const DEVICE_GLIBC_TUNABLES = 'glibc.malloc.arena_max=1';
 
 /**
  * What the policies assume of the process they confine: no JIT (they forbid

@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildFilter } from '../../../src/devices/seccomp/compile.js';
-import { DEVICE_GLIBC_TUNABLES, readPolicy } from '../../../src/devices/seccomp/index.js';
+import { DEVICE_GLIBC_TUNABLES } from '../../../src/devices/contract.js';
+import { readPolicy } from '../../../src/devices/seccomp/index.js';
 import { resolveSyscall } from '../../../src/devices/seccomp/libseccomp.js';
 import { parsePolicy, PolicyError, type PolicyRule } from '../../../src/devices/seccomp/policy.js';
 

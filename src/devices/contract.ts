@@ -1,5 +1,8 @@
-// The fixed file-descriptor layout of every device process. The launcher
-// (the core's jail, or the test harness) must place the fds exactly so:
+// What every device process is started with, which its launcher (the core's
+// jail launcher, src/core/jail/launch.ts) must provide: the fixed fd layout,
+// and the Node flags and environment its seccomp policy depends on.
+//
+// The fds, placed exactly so:
 //
 //   0  /dev/null
 //   1  /dev/null
@@ -17,3 +20,15 @@ export const FD_FIRST_QUEUE = 6;
 
 export const kickFd = (queue: number): number => FD_FIRST_QUEUE + 2 * queue;
 export const callFd = (queue: number): number => FD_FIRST_QUEUE + 2 * queue + 1;
+
+/**
+ * Node flags of a device process: no JIT, so no executable memory, which the
+ * policies forbid (and no WebAssembly, which would need it).
+ */
+export const DEVICE_NODE_FLAGS = ['--jitless', '--no-expose-wasm'];
+
+/**
+ * One malloc arena: with several, glibc's free() may open
+ * /proc/sys/vm/overcommit_memory during a GC, and the policies forbid open.
+ */
+export const DEVICE_GLIBC_TUNABLES = 'glibc.malloc.arena_max=1';
