@@ -5,8 +5,13 @@ import { validateRegions, type MemoryRegion } from './guest-memory.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-/** Test-only: a system call attempted right after the policy is installed, to prove it kills. */
-export type JailProbe = 'socket' | 'execve' | 'open';
+/**
+ * Test-only: what a taken-over device might try right after its policy is
+ * installed, to prove the jail stops it: three calls the policy kills, and a
+ * write that would grow the disk image, which its file-size limit refuses.
+ */
+export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image';
+const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image'];
 
 export interface BlkOptions {
   readOnly: boolean;
@@ -67,9 +72,11 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   const logLevel = c.logLevel ?? 'info';
   if (typeof logLevel !== 'string' || !LEVELS.includes(logLevel)) throw new ConfigError(`device config: logLevel must be one of ${LEVELS.join(', ')}`);
   const probe = c.testAttemptAfterJail;
-  if (probe !== undefined && probe !== 'socket' && probe !== 'execve' && probe !== 'open') throw new ConfigError('device config: testAttemptAfterJail must be "socket", "execve" or "open"');
+  if (probe !== undefined && (typeof probe !== 'string' || !JAIL_PROBES.includes(probe))) {
+    throw new ConfigError('device config: testAttemptAfterJail must be "socket", "execve", "open" or "grow-image"');
+  }
   const config: DeviceConfig = { kind: 'blk', name, regions, numQueues: nq, seccomp: c.seccomp, logLevel: logLevel as LogLevel };
-  if (probe !== undefined) config.testAttemptAfterJail = probe;
+  if (probe !== undefined) config.testAttemptAfterJail = probe as JailProbe;
   if (c.failed !== undefined) {
     if (typeof c.failed !== 'boolean') throw new ConfigError('device config: failed must be a boolean');
     config.failed = c.failed;

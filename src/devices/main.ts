@@ -33,12 +33,13 @@ function installSeccomp(config: DeviceConfig, log: Logger): void {
   log.info({ seccomp: config.seccomp }, 'seccomp policy installed');
 }
 
-/** Test only: a call the policy must forbid, right after it is installed. */
+/** Test only: what a taken-over device might try, right after the policy is installed (config.ts). */
 function attemptAfterJail(probe: JailProbe, log: Logger): void {
-  log.warn({ probe }, 'test probe: attempting a forbidden system call');
+  log.warn({ probe }, 'test probe: attempting what the jail must stop');
   try {
     if (probe === 'socket') libc.close(libc.socket(libc.AF_INET, libc.SOCK_STREAM));
     else if (probe === 'open') fs.closeSync(fs.openSync('/etc/hostname', 'r'));
+    else if (probe === 'grow-image') libc.pwrite(FD_BACKEND, Uint8Array.of(0x42), 2 ** 40); // far past any test image's end
     else libc.execve('/nonexistent/splitvm-probe', ['probe']);
   } catch (e) {
     log.warn({ probe, err: (e as Error).message }, 'test probe: the call failed but the process lives');

@@ -4,6 +4,9 @@
 // the core itself never throws. The hostile device is a small script run
 // without a jail (what it says is the point here, not what it can do).
 import assert from 'node:assert/strict';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { GuestMemory, MiB } from '../../src/core/memory.js';
@@ -51,5 +54,31 @@ describe('device supervisor: a hostile device process', function () {
     assert.deepEqual(failures.slice(0, 1), ['device process died: killed by SIGKILL']);
     assert.notEqual(dev.pid, firstPid, 'a replacement runs');
     await dev.shutdown();
+  });
+});
+
+describe('device supervisor: the real jailed blk device', function () {
+  this.timeout(30000);
+
+  it('cannot grow its disk image, and its log reaches the core as JSON records', async function () {
+    const dir = mkdtempSync(join(tmpdir(), 'splitvm-fsize-'));
+    const image = join(dir, 'disk.img');
+    writeFileSync(image, Buffer.alloc(64 * 1024));
+    const lines: string[] = [];
+    const dev = await VirtioDeviceProcess.start({
+      name: 'blk7', kind: 'blk', numQueues: 1, config: { blk: { readOnly: false }, testAttemptAfterJail: 'grow-image' },
+      backendFd: libc.open(image, libc.O_RDWR), memory: GuestMemory.create(2 * MiB), jail: true, seccomp: 'enforce', logLevel: 'info',
+      log: pino({ level: 'silent' }), writeLog: (l) => lines.push(l),
+    });
+    try {
+      const records = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+      const probe = records.find((r) => r.probe === 'grow-image' && typeof r.err === 'string');
+      assert.ok(probe, lines.join(''));
+      assert.match(String(probe.err), /pwrite failed: EFBIG/);
+      assert.ok(records.every((r) => r.device === 'blk7'));
+      assert.equal(statSync(image).size, 64 * 1024);
+    } finally {
+      await dev.shutdown();
+    }
   });
 });

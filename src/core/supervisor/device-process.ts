@@ -6,12 +6,14 @@
 // a replacement process, jailed the same way, takes over the queues only to
 // fail every request, so the guest's I/O ends in errors instead of hanging.
 // The VM goes on.
+import { fstatSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ControlChannel, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
 import * as libc from '../../sys/libc.js';
 import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
 import type { GuestMemory } from '../memory.js';
 import type { DeviceLink } from '../virtio/pci-transport.js';
+import { relayDeviceLog } from './log-relay.js';
 
 const HELLO_TIMEOUT_MS = 15000;
 const RESET_TIMEOUT_MS = 5000;
@@ -33,6 +35,8 @@ export interface DeviceProcessOptions {
   log: Logger;
   /** The script the device process runs (default: the built device entry). For tests of hostile devices. */
   entry?: string;
+  /** Where the device's relayed log lines go (default: the core's stderr). */
+  writeLog?: (line: string) => void;
 }
 
 export class DeviceStartError extends Error {}
@@ -97,7 +101,11 @@ export class VirtioDeviceProcess implements DeviceLink {
       jail: opts.jail,
       seccomp: opts.seccomp,
       entry: opts.entry,
+      log: 'pipe',
+      // A disk image may not grow, whatever a compromised device writes.
+      fileSizeLimit: opts.kind === 'blk' ? fstatSync(opts.backendFd).size : undefined,
     });
+    relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => void writeSync(2, line)));
     this.channel = new ControlChannel('core', this.proc.control);
     this.hello = await this.awaitHello();
     this.channel.on('message', (m) => this.onMessage(m));
