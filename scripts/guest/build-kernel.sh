@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # scripts/guest/build-kernel.sh — owns building the splitvm default guest:
 # an uncompressed x86-64 `vmlinux` (Debian's linux-source-6.1, `make
-# tinyconfig` + scripts/guest/kernel.config) and `initramfs.cpio` (an
-# uncompressed newc cpio whose /init is scripts/guest/init.S).
+# tinyconfig` + scripts/guest/kernel.config), the same kernel as a `bzImage`
+# (for the bzImage boot test), and `initramfs.cpio` (an uncompressed newc
+# cpio whose /init is scripts/guest/init.S).
 #
 # Usage: scripts/guest/build-kernel.sh
 #   Progress goes to stderr. The only line on stdout is the absolute path of
-#   the cache directory holding vmlinux, initramfs.cpio and config (the full
+#   the cache directory holding vmlinux, bzImage, initramfs.cpio and config (the full
 #   kernel .config):
 #     ${SPLITVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/splitvm}/guest-<hash>
 #   <hash> is the first 16 hex digits of the sha256 of kernel.config, init.S,
@@ -74,7 +75,7 @@ compute_hash() {
     } | sha256sum | cut -c1-16
 }
 
-is_complete() { [[ -f "$1/vmlinux" && -f "$1/initramfs.cpio" ]]; }
+is_complete() { [[ -f "$1/vmlinux" && -f "$1/bzImage" && -f "$1/initramfs.cpio" ]]; }
 
 # ---- Fast path: already built ---------------------------------------------
 version=$(source_version)
@@ -173,8 +174,8 @@ cp "$src/.config" "$work/config"
 
 # ---- Compile --------------------------------------------------------------
 jobs=$(nproc)
-log "compiling vmlinux with make -j$jobs (log: $build_log while running)"
-"${kmake[@]}" -j"$jobs" vmlinux >"$build_log" 2>&1 &
+log "compiling vmlinux and bzImage with make -j$jobs (log: $build_log while running)"
+"${kmake[@]}" -j"$jobs" vmlinux bzImage >"$build_log" 2>&1 &
 make_pid=$!
 tick=0
 while kill -0 "$make_pid" 2>/dev/null; do
@@ -187,7 +188,7 @@ done
 if ! wait "$make_pid"; then
     make_pid=
     tail -n 40 "$build_log"
-    die "make vmlinux failed"
+    die "make vmlinux bzImage failed"
 fi
 make_pid=
 log "  make: done, $(grep -cE '^  (CC|AS) ' "$build_log" || true) files compiled, $(elapsed)"
@@ -195,7 +196,8 @@ log "  make: done, $(grep -cE '^  (CC|AS) ' "$build_log" || true) files compiled
 # The uncompressed ELF; keep its symbol table (for mapping guest addresses),
 # drop debug sections if any.
 strip --strip-debug -o "$work/vmlinux" "$src/vmlinux"
-log "vmlinux: $(stat -c %s "$work/vmlinux") bytes"
+cp "$src/arch/x86/boot/bzImage" "$work/bzImage"
+log "vmlinux: $(stat -c %s "$work/vmlinux") bytes, bzImage: $(stat -c %s "$work/bzImage") bytes"
 
 # ---- Initramfs ------------------------------------------------------------
 log "building /init from init.S and initramfs.cpio"
