@@ -7,12 +7,12 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { DEFAULT_CMDLINE } from '../../src/core/cli.js';
-import { SOFTWARE_KVM_KERNEL_PARAMS, isSoftwareKvmHost } from '../../src/core/quirks.js';
+import { join } from 'node:path';
+import { DEFAULT_CMDLINE, defaultGuest as buildDefaultGuest } from '../../src/core/cli.js';
+import { withHostKernelParams } from '../../src/core/quirks.js';
+import { repoRoot as findRepoRoot, which } from '../../src/sys/paths.js';
 
-export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const repoRoot = findRepoRoot();
 export const splitvmBin = join(repoRoot, 'bin', 'splitvm.mjs');
 
 /** A failure worth one line: printed as "bench NAME: message", no stack trace. */
@@ -178,40 +178,30 @@ export interface GuestFiles {
 
 /** Builds (or finds in the cache) the default guest; progress goes to stderr. */
 export function defaultGuest(): GuestFiles {
-  let dir: string;
+  let files: GuestFiles;
   try {
-    dir = execFileSync('bash', [join(repoRoot, 'scripts/guest/build-kernel.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' }).trim();
-  } catch {
-    throw new BenchError('building the default guest kernel failed (see the messages above)');
+    files = buildDefaultGuest();
+  } catch (e) {
+    throw new BenchError((e as Error).message);
   }
-  const files = { kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initramfs.cpio') };
-  if (!existsSync(files.kernel) || !existsSync(files.initrd)) throw new BenchError(`the guest build did not leave vmlinux and initramfs.cpio in ${dir}`);
+  if (!existsSync(files.kernel) || !existsSync(files.initrd)) throw new BenchError(`the guest build did not leave ${files.kernel} and ${files.initrd}`);
   return files;
 }
 
 /** The command line splitvm really boots with for `base` (it adds the quirk parameters itself). */
 export function effectiveCmdline(base = DEFAULT_CMDLINE): string {
-  return isSoftwareKvmHost() ? `${base} ${SOFTWARE_KVM_KERNEL_PARAMS}` : base;
+  return withHostKernelParams(base);
 }
 
-export { DEFAULT_CMDLINE, isSoftwareKvmHost };
+export { DEFAULT_CMDLINE };
 
 // ---- QEMU ------------------------------------------------------------------
 
 export const QEMU = 'qemu-system-x86_64';
 
-function onPath(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Makes sure qemu-system-x86_64 is there, installing Debian's qemu-system-x86 if not (and saying so). */
 export function ensureQemu(): void {
-  if (onPath(QEMU)) return;
+  if (which(QEMU)) return;
   process.stdout.write(`${QEMU} is missing: installing the Debian package qemu-system-x86 with apt-get...\n`);
   const asRoot = (args: string[]) =>
     process.getuid?.() === 0 ? execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] }) : execFileSync('sudo', args, { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -221,7 +211,7 @@ export function ensureQemu(): void {
   } catch {
     throw new BenchError('installing qemu-system-x86 with apt-get failed (see the messages above)');
   }
-  if (!onPath(QEMU)) throw new BenchError(`apt-get installed qemu-system-x86 but ${QEMU} is still not on PATH`);
+  if (!which(QEMU)) throw new BenchError(`apt-get installed qemu-system-x86 but ${QEMU} is still not on PATH`);
   process.stdout.write(`installed qemu-system-x86.\n`);
 }
 

@@ -10,13 +10,14 @@ import { pino } from 'pino';
 import { BootError, KernelFormatError, detectKernelFormat } from './boot/kernel.js';
 import { MPTABLE_MAX_CPUS } from './boot/mptable.js';
 import { attachConsole } from './console.js';
-import { LaunchError, repoRoot, type SeccompMode } from './jail/launch.js';
+import { LaunchError, type SeccompMode } from './jail/launch.js';
 import { KvmUnavailableError } from './kvm/vm.js';
 import { DeviceStartError } from './supervisor/device-process.js';
 import { parseDiskSpec, type DiskSpec } from './supervisor/disk-spec.js';
 import { Machine } from './machine.js';
 import { MiB } from './memory.js';
-import { SOFTWARE_KVM_KERNEL_PARAMS, isSoftwareKvmHost } from './quirks.js';
+import { isSoftwareKvmHost, withHostKernelParams } from './quirks.js';
+import { repoRoot } from '../sys/paths.js';
 
 
 export const USAGE = `usage: splitvm run [options]
@@ -170,7 +171,7 @@ export async function run(opts: RunOptions): Promise<number> {
 
   const log = pino({ name: 'splitvm', level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
   const quirks = isSoftwareKvmHost();
-  const cmdline = quirks ? `${opts.cmdline} ${SOFTWARE_KVM_KERNEL_PARAMS}` : opts.cmdline;
+  const cmdline = withHostKernelParams(opts.cmdline, quirks);
   if (quirks) log.info('software KVM host (kvm_pvm): applying its fixups and kernel parameters');
 
   if (opts.seccomp !== 'enforce' && opts.disks.length > 0) {
@@ -183,7 +184,7 @@ export async function run(opts: RunOptions): Promise<number> {
   try {
     machine = Machine.create({
       kernel, initrd, cmdline, memBytes, cpus: opts.cpus, disks: opts.disks, seccomp: opts.seccomp, jail: true,
-      serialOutput: console_.write, log,
+      serialOutput: console_.writeByte, log,
     });
   } catch (e) {
     console_.detach();

@@ -1,12 +1,14 @@
-// The host side of the serial console: guest output to stdout (coalesced,
-// one write per event-loop turn), host stdin to the guest (raw mode on a
-// terminal), and the escape Ctrl-A x to quit, Ctrl-A Ctrl-A for a literal
-// Ctrl-A. Input the UART cannot take yet is held, with stdin paused.
+// The host side of the serial console: guest output to stdout (the UART's
+// bytes gathered in one buffer, one write per event-loop turn), host stdin
+// to the guest (raw mode on a terminal), and the escape Ctrl-A x to quit,
+// Ctrl-A Ctrl-A for a literal Ctrl-A. Input the UART cannot take yet is
+// held, with stdin paused.
 
 const CTRL_A = 0x01;
 
 export interface Console {
-  write: (bytes: Uint8Array) => void;
+  /** One byte of guest output. */
+  writeByte: (byte: number) => void;
   /** `deliver` returns how many bytes the guest took. */
   onInput: (deliver: (bytes: Uint8Array) => number) => void;
   /** The guest has room again: deliver what was held. */
@@ -16,14 +18,14 @@ export interface Console {
 }
 
 export function attachConsole(stdin = process.stdin, stdout = process.stdout): Console {
-  let pending: Uint8Array[] = [];
+  let out = new Uint8Array(4096);
+  let outLength = 0;
   let scheduled = false;
   const flush = () => {
     scheduled = false;
-    if (pending.length === 0) return;
-    const out = Buffer.concat(pending);
-    pending = [];
-    stdout.write(out);
+    if (outLength === 0) return;
+    stdout.write(out.slice(0, outLength));
+    outLength = 0;
   };
 
   let deliver: ((bytes: Uint8Array) => number) | undefined;
@@ -66,8 +68,13 @@ export function attachConsole(stdin = process.stdin, stdout = process.stdout): C
   stdin.on('data', onData);
 
   return {
-    write(bytes) {
-      pending.push(bytes);
+    writeByte(byte) {
+      if (outLength === out.length) {
+        const bigger = new Uint8Array(out.length * 2);
+        bigger.set(out);
+        out = bigger;
+      }
+      out[outLength++] = byte;
       if (!scheduled) {
         scheduled = true;
         setImmediate(flush);

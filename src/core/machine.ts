@@ -34,8 +34,8 @@ export interface MachineConfig {
   /** How device processes are confined: seccomp mode, and whether they run in a jail at all. */
   seccomp: SeccompMode;
   jail: boolean;
-  /** Bytes the guest writes to its serial port. */
-  serialOutput: (bytes: Uint8Array) => void;
+  /** Each byte the guest writes to its serial port. */
+  serialOutput: (byte: number) => void;
   log: Logger;
 }
 
@@ -75,7 +75,7 @@ export class Machine {
     this.memory = GuestMemory.create(config.memBytes);
     for (const r of this.memory.regions) this.vm.addMemory(r.gpa, r.size, this.memory.hostAddrOf(r));
 
-    this.serial = new Uart8250({ irq: this.irqLine(COM1_IRQ), output: (b) => config.serialOutput(Uint8Array.of(b)) });
+    this.serial = new Uart8250({ irq: this.irqLine(COM1_IRQ), output: config.serialOutput });
     this.pio.insert(COM1_PORT, UART_PORT_COUNT, this.serial);
     this.pio.insert(I8042_PORT, I8042_PORT_COUNT, new I8042({ onReset: () => this.requestStop({ kind: 'reset', fixups: 0 }) }));
     const low = this.memory.lowEnd;

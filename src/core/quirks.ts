@@ -11,6 +11,11 @@ export function isSoftwareKvmHost(): boolean {
 /** Kernel parameters that keep a guest away from what kvm_pvm cannot emulate. */
 export const SOFTWARE_KVM_KERNEL_PARAMS = 'noxsave nofsgsbase nopku noinvpcid clearcpuid=308,141,151';
 
+/** The command line a guest boots with on this host: `cmdline`, plus the parameters a software-KVM host needs. */
+export function withHostKernelParams(cmdline: string, softwareKvm = isSoftwareKvmHost()): string {
+  return softwareKvm ? `${cmdline} ${SOFTWARE_KVM_KERNEL_PARAMS}` : cmdline;
+}
+
 export type Fixup =
   /** INT3: step over it and deliver #BP, as the CPU would have. */
   | { kind: 'int3'; length: 1 }

@@ -81,11 +81,6 @@ export class GuestMemory {
     return new GuestMemory(checked.map((r, i) => ({ ...r, bytes: regions[i]!.bytes })));
   }
 
-  /** The region table (without the mappings). */
-  get layout(): MemoryRegion[] {
-    return this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset }));
-  }
-
   /**
    * A zero-copy view of `len` bytes at guest-physical `gpa`. Throws
    * GuestMemoryError unless the whole range lies in one region.
@@ -122,10 +117,5 @@ export class GuestMemory {
   /** Copies `data` into guest memory at `gpa`. */
   write(gpa: number, data: Uint8Array): void {
     this.slice(gpa, data.length).set(data);
-  }
-
-  /** Copies `len` bytes out of guest memory. */
-  read(gpa: number, len: number): Uint8Array {
-    return this.slice(gpa, len).slice();
   }
 }

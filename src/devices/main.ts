@@ -1,6 +1,6 @@
 // The one entry every device process runs (compiled to dist/src/devices/main.js):
 //   node dist/src/devices/main.js '<json config>'
-// Takes the inherited fds (layout in fds.ts), parses the config, maps guest
+// Takes the inherited fds (layout in contract.ts), parses the config, maps guest
 // memory, loads the backend, installs the seccomp policy, then says hello and
 // serves. Nothing may be opened or imported after the policy is installed.
 import fs from 'node:fs';

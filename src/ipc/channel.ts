@@ -61,13 +61,6 @@ export class ControlChannel<R extends Role> extends EventEmitter<ControlChannelE
     this.emit('close');
   }
 
-  /** Keeps (or stops keeping) the event loop alive for this channel. */
-  ref(on: boolean): void {
-    const s = this.socket as Duplex & { ref?: () => void; unref?: () => void };
-    if (on) s.ref?.();
-    else s.unref?.();
-  }
-
   private onData(chunk: Buffer): void {
     if (this.closed) return;
     try {

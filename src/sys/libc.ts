@@ -32,14 +32,11 @@ export function check<T extends number | bigint>(call: string, ret: T): T {
   return ret;
 }
 
-export const errno = (): number => koffi.errno();
-
 // ---- file descriptors ----
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
 export const O_NONBLOCK = 0o4000;
-export const O_DIRECTORY = 0o200000;
 
 const open_ = libc.func('int open(const char *path, int flags, uint32_t mode)');
 const close_ = libc.func('int close(int fd)');
@@ -52,19 +49,15 @@ const fallocate_ = libc.func('int fallocate(int fd, int mode, int64_t off, int64
 const ftruncate_ = libc.func('int ftruncate(int fd, int64_t len)');
 const memfd_create_ = libc.func('int memfd_create(const char *name, unsigned int flags)');
 const eventfd_ = libc.func('int eventfd(unsigned int initval, int flags)');
-const dup_ = libc.func('int dup(int fd)');
 
 export const open = (path: string, flags: number, mode = 0): number => check(`open ${path}`, open_(path, flags | O_CLOEXEC, mode));
 export const close = (fd: number): void => void check('close', close_(fd));
-export const read = (fd: number, buf: Uint8Array): number => Number(check('read', read_(fd, buf, buf.length)));
-export const write = (fd: number, buf: Uint8Array): number => Number(check('write', write_(fd, buf, buf.length)));
 export const pread = (fd: number, buf: Uint8Array, off: number): number => Number(check('pread', pread_(fd, buf, buf.length, off)));
 export const pwrite = (fd: number, buf: Uint8Array, off: number): number => Number(check('pwrite', pwrite_(fd, buf, buf.length, off)));
 export const fdatasync = (fd: number): void => void check('fdatasync', fdatasync_(fd));
 export const fallocate = (fd: number, mode: number, off: number, len: number): void =>
   void check('fallocate', fallocate_(fd, mode, off, len));
 export const ftruncate = (fd: number, len: number): void => void check('ftruncate', ftruncate_(fd, len));
-export const dup = (fd: number): number => check('dup', dup_(fd));
 
 export const MFD_CLOEXEC = 1;
 export const MFD_ALLOW_SEALING = 2;
@@ -96,7 +89,6 @@ export function eventfdRead(fd: number): bigint {
 }
 
 // ---- memory ----
-export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
@@ -106,8 +98,6 @@ export const MAP_NORESERVE = 0x4000;
 const MAP_FAILED = 0xffffffffffffffffn;
 
 const mmap_ = libc.func('uint64_t mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)');
-const munmap_ = libc.func('int munmap(uint64_t addr, size_t len)');
-const madvise_ = libc.func('int madvise(uint64_t addr, size_t len, int advice)');
 
 /** Maps `len` bytes and returns the host address. */
 export function mmap(len: number, prot: number, flags: number, fd: number, off = 0): bigint {
@@ -116,8 +106,6 @@ export function mmap(len: number, prot: number, flags: number, fd: number, off =
   if (addr === MAP_FAILED) throw new SysError('mmap', koffi.errno());
   return addr;
 }
-export const munmap = (addr: bigint, len: number): void => void check('munmap', munmap_(addr, len));
-export const madvise = (addr: bigint, len: number, advice: number): void => void check('madvise', madvise_(addr, len, advice));
 
 /** A zero-copy ArrayBuffer over `len` bytes of host memory at `addr`. */
 export function view(addr: bigint, len: number): ArrayBuffer {
@@ -129,7 +117,6 @@ const syscall3 = libc.func('long syscall(long nr, long a, long b, long c)');
 const SYS_GETTID = 186;
 const SYS_TGKILL = 234;
 export const gettid = (): number => Number(syscall3(SYS_GETTID, 0, 0, 0));
-export const getpid = (): number => process.pid;
 export const tgkill = (tgid: number, tid: number, sig: number): void =>
   void check('tgkill', syscall3(SYS_TGKILL, tgid, tid, sig));
 
@@ -142,25 +129,25 @@ export const prctl = (option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number =>
 // argument is call-compatible, and much cheaper through koffi.
 const ioctlWord = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
 const ioctlBuf = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
-const ioctlAddr = libc.func('ioctl', 'int', ['int', 'unsigned long', 'uint64_t']);
 
 /** ioctl with an integer argument (or none). Returns the result; throws on -1. */
 export const ioctl = (fd: number, req: number, arg = 0): number => check(`ioctl 0x${req.toString(16)}`, ioctlWord(fd, req, arg));
 /** ioctl whose argument points to `buf` (read and written in place). */
 export const ioctlIn = (fd: number, req: number, buf: Uint8Array): number => check(`ioctl 0x${req.toString(16)}`, ioctlBuf(fd, req, buf));
-/** ioctl whose argument is a host address (for mapped memory). */
-export const ioctlAt = (fd: number, req: number, addr: bigint): number => check(`ioctl 0x${req.toString(16)}`, ioctlAddr(fd, req, addr));
 /** ioctl without the throw: returns -errno. For hot loops (KVM_RUN). */
 export function ioctlRaw(fd: number, req: number, arg = 0): number {
   const r = ioctlWord(fd, req, arg);
   return r < 0 ? -koffi.errno() : r;
 }
 
-// ---- added for device processes (src/devices/) ----
+// ---- fcntl and fd hygiene ----
 const fcntl_ = libc.func('fcntl', 'int', ['int', 'int', 'int']);
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
-/** fcntl with an integer argument (F_GETFL, F_SETFL). */
+/** fcntl with an integer argument (F_GETFL, F_SETFL, F_ADD_SEALS). */
 export const fcntl = (fd: number, cmd: number, arg = 0): number => check('fcntl', fcntl_(fd, cmd, arg));
 /** Clears O_NONBLOCK on `fd` (shared by every holder of the same open file). */
 export function setBlocking(fd: number): void {
@@ -168,6 +155,23 @@ export function setBlocking(fd: number): void {
   if (flags & O_NONBLOCK) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
+const SYS_CLOSE_RANGE = 436; // Linux 5.9+
+const CLOSE_RANGE_CLOEXEC = 4; // Linux 5.11+
+/**
+ * Sets FD_CLOEXEC on every fd >= 3 of this process, so that a child spawned
+ * next gets only what its stdio lists (libuv dup2s those into place, which
+ * clears the flag).
+ */
+export function markAllCloexec(): void {
+  if (Number(syscall3(SYS_CLOSE_RANGE, 3, 0xffffffff, CLOSE_RANGE_CLOEXEC)) === 0) return;
+  // kernels before 5.11: flag each possible fd in turn
+  for (let fd = 3; fd < 65536; fd++) {
+    const flags = fcntl_(fd, F_GETFD, 0);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl_(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+}
+
+// ---- what device processes use, and what the jail tests probe them with ----
 const socket_ = libc.func('int socket(int domain, int type, int protocol)');
 export const AF_INET = 2;
 export const SOCK_STREAM = 1;

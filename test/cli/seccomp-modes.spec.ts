@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runSplitvm } from '../helpers/run-splitvm.js';
+import { logRecords, runSplitvm } from '../helpers/run-splitvm.js';
 import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
 
 describe('splitvm run --seccomp', function () {
@@ -13,8 +13,7 @@ describe('splitvm run --seccomp', function () {
   writeFileSync(disk, Buffer.alloc(1024 * 1024));
   const elf = tinyGuest('reset', RESET);
 
-  const installed = (stderr: string) =>
-    stderr.split('\n').filter((l) => l.includes('"seccomp policy installed"')).map((l) => JSON.parse(l).seccomp as string);
+  const installed = (stderr: string) => logRecords<{ seccomp: string }>(stderr, 'seccomp policy installed').map((l) => l.seccomp);
 
   it('enforces the device policy by default, without a warning', async function () {
     const r = await runSplitvm(['run', '--kernel', elf, '--disk', disk, '--log-level', 'info']);

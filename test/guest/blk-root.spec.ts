@@ -13,7 +13,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultGuest } from '../../src/core/cli.js';
-import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
 
 function superblock(image: string): { mountCount: number; lastMount: string } {
   const out = execFileSync('dumpe2fs', ['-h', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
@@ -31,7 +31,6 @@ describe('guest: ext4 root on virtio-blk from a jailed device process; a killed 
   const data = join(dir, 'data.img');
   let initial: { mountCount: number; lastMount: string };
   let killedPid = 0;
-  const logLines = () => r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
   before(async function () {
     const guest = defaultGuest();
@@ -64,13 +63,13 @@ describe('guest: ext4 root on virtio-blk from a jailed device process; a killed 
   });
 
   it('starts each device process, and the replacement, under its enforcing seccomp policy', function () {
-    const installed = logLines().filter((l) => l.msg === 'seccomp policy installed');
+    const installed = logRecords(r.stderr, 'seccomp policy installed');
     assert.deepEqual(installed.map((l) => [l.device, l.seccomp]).sort(), [['blk0', 'enforce'], ['blk1', 'enforce'], ['blk1', 'enforce']]);
   });
 
   it('logs which device died and how', function () {
     assert.ok(killedPid > 0, 'the test killed blk1');
-    const died = logLines().find((l) => typeof l.msg === 'string' && l.msg.startsWith('device blk1 died'));
+    const died = logRecords(r.stderr).find((l) => typeof l.msg === 'string' && l.msg.startsWith('device blk1 died'));
     assert.ok(died, `a death line in:\n${r.stderr.slice(-3000)}`);
     assert.equal(died.msg, 'device blk1 died: killed by SIGKILL');
     assert.equal(died.pid, killedPid);

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { defaultGuest } from '../../src/core/cli.js';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
-import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
 
 describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
   this.timeout(300000);
@@ -51,7 +51,7 @@ describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
 
   it('applies the software-KVM quirks exactly when the host needs them', function () {
     const line = /Command line: (.*)/.exec(r.stdout)?.[1] ?? '';
-    const stopped = r.stderr.split('\n').filter((l) => l.includes('"guest stopped"')).map((l) => JSON.parse(l))[0];
+    const stopped = logRecords<{ fixups: number }>(r.stderr, 'guest stopped')[0];
     if (isSoftwareKvmHost()) {
       assert.match(line, /noxsave nofsgsbase nopku noinvpcid clearcpuid=308,141,151/);
       // The kernel's INT3 self-test during alternatives patching, at least.

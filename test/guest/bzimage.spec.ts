@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { defaultGuest } from '../../src/core/cli.js';
-import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
 
 describe('guest: the default kernel as a bzImage', function () {
   this.timeout(300000);
@@ -17,7 +17,7 @@ describe('guest: the default kernel as a bzImage', function () {
   });
 
   it('is loaded as a bzImage', function () {
-    const loaded = r.stderr.split('\n').filter((l) => l.includes('"kernel loaded"')).map((l) => JSON.parse(l))[0];
+    const loaded = logRecords(r.stderr, 'kernel loaded')[0];
     assert.equal(loaded?.format, 'bzimage', r.stderr);
     assert.equal(loaded?.entry, 0x100200);
   });

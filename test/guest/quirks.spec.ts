@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
 import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
-import { runSplitvm } from '../helpers/run-splitvm.js';
+import { logRecords, runSplitvm } from '../helpers/run-splitvm.js';
 
 describe('host quirks (software KVM)', function () {
   this.timeout(60000);
@@ -25,7 +25,7 @@ describe('host quirks (software KVM)', function () {
     const elf = tinyGuest('fixups', `  clac\n  stac\n  fwait\n${RESET}`);
     const r = await runSplitvm(['run', '--kernel', elf, '--log-level', 'info']);
     assert.equal(r.status, 0, r.stderr);
-    const stopped = r.stderr.split('\n').filter((l) => l.includes('"guest stopped"')).map((l) => JSON.parse(l))[0];
+    const stopped = logRecords(r.stderr, 'guest stopped')[0];
     assert.equal(stopped?.fixups, 3, r.stderr);
   });
 

@@ -1,5 +1,5 @@
 // Runs the real `splitvm` command as a child process and collects its
-// output and exit status, for CLI and guest tests.
+// output and exit status, and reads its JSON log, for CLI and guest tests.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -40,4 +40,13 @@ export function runSplitvm(
     });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** The JSON log records on splitvm's stderr (its own and its devices'), or only those whose msg is `msg`. */
+export function logRecords<T = Record<string, unknown>>(stderr: string, msg?: string): T[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((rec) => msg === undefined || rec.msg === msg) as T[];
 }

@@ -13,7 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { ControlChannel } from '../../src/ipc/channel.js';
-import { launchDevice, LaunchError, repoRoot, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
+import { launchDevice, LaunchError, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
+import { repoRoot } from '../../src/sys/paths.js';
 import * as libc from '../../src/sys/libc.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

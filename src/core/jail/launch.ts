@@ -22,9 +22,9 @@ import path from 'node:path';
 import os from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { DEVICE_GLIBC_TUNABLES, DEVICE_NODE_FLAGS } from '../../devices/contract.js';
-import { markAllCloexec } from './fds.js';
+import { markAllCloexec } from '../../sys/libc.js';
+import { repoRoot, which } from '../../sys/paths.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
 
@@ -41,16 +41,14 @@ export interface LaunchOptions {
   jail: boolean;
   /** what installPolicy does in the device */
   seccomp: SeccompMode;
-  /** the device's fd 2: an fd of the core, 'inherit' (the core's stderr, default), or 'pipe' (DeviceProcess.log) */
-  log?: number | 'inherit' | 'pipe';
+  /** the device's fd 2: 'inherit' (the core's stderr, default) or 'pipe' (DeviceProcess.log) */
+  log?: 'inherit' | 'pipe';
   /** the script to run; default <repo>/dist/src/devices/main.js. Must lie in <repo>/dist when jailed. */
   entry?: string;
   /** Node flags; default --jitless --no-expose-wasm (the policies forbid executable memory) */
   nodeFlags?: string[];
   /** RLIMIT_FSIZE in bytes (Node ignores SIGXFSZ: writes past it fail with EFBIG); default unlimited */
   fileSizeLimit?: number;
-  /** environment of the device, added to deviceEnv()'s */
-  env?: Record<string, string>;
 }
 
 export interface DeviceExit {
@@ -100,30 +98,6 @@ export function deviceEnv(numQueues: number): Record<string, string> {
 export const DEVICE_NOFILE = 64;
 /** Where the repository appears inside the jail. */
 export const JAIL_REPO = '/splitvm';
-
-/** The repository root: the nearest ancestor of this module with policies/ and package.json. */
-export function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'policies', 'common.policy')) && fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no repository root (policies/common.policy) above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-}
-
-function which(tool: string): string | null {
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    const p = path.join(dir || '.', tool);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
 
 /** bwrap arguments for a read-only root holding Node, its libraries and the repository's built code. */
 export function jailArgs(opts: { root: string; kind: string; statusFd: number; env: Record<string, string> }): string[] {
@@ -186,11 +160,10 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
   }
   const nodeFlags = opts.nodeFlags ?? DEVICE_NODE_FLAGS;
   const argJson = JSON.stringify({ ...opts.config, name: opts.name, kind: opts.kind, seccomp: opts.seccomp });
-  const logSlot = opts.log === undefined || opts.log === 'inherit' ? 'inherit' : opts.log;
   // libuv leaves an 'ignore' slot above 2 closed; a null slot must be /dev/null (closed again once spawned)
   const devNull = opts.fds.includes(null) ? fs.openSync('/dev/null', 'r') : -1;
-  const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', logSlot, 'pipe', ...opts.fds.map((fd) => fd ?? devNull)];
-  const env = { ...deviceEnv(Math.max(0, Math.floor((opts.fds.length - 2) / 2))), ...opts.env };
+  const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', opts.log ?? 'inherit', 'pipe', ...opts.fds.map((fd) => fd ?? devNull)];
+  const env = deviceEnv(Math.max(0, Math.floor((opts.fds.length - 2) / 2)));
 
   let child: ChildProcess;
   let status: Readable | null = null;

@@ -1,6 +1,7 @@
 // KVM ioctl request numbers, built from <linux/kvm.h>'s _IO/_IOR/_IOW/_IOWR
-// definitions with struct sizes taken from abi.ts, plus exit reasons and
-// capability numbers. Checked against the C headers by the ABI test.
+// definitions with struct sizes taken from abi.ts (checked against the C
+// headers by the ABI test), plus the exit reasons, capability numbers and
+// flags the core uses.
 import koffi, { type TypeObject } from 'koffi';
 import * as abi from './abi.js';
 
@@ -50,11 +51,7 @@ export const KVM_SET_VCPU_EVENTS = iow(0xa0, abi.kvm_vcpu_events);
 export const KVM_API_VERSION = 12;
 
 export const Exit = {
-  UNKNOWN: 0,
-  EXCEPTION: 1,
   IO: 2,
-  HYPERCALL: 3,
-  DEBUG: 4,
   HLT: 5,
   MMIO: 6,
   IRQ_WINDOW_OPEN: 7,
@@ -65,29 +62,16 @@ export const Exit = {
   SYSTEM_EVENT: 24,
 } as const;
 
-export const EXIT_IO_IN = 0;
 export const EXIT_IO_OUT = 1;
 export const INTERNAL_ERROR_EMULATION = 1;
 export const SYSTEM_EVENT_SHUTDOWN = 1;
 export const SYSTEM_EVENT_RESET = 2;
 
 export const Cap = {
-  IRQCHIP: 0,
-  HLT: 1,
-  USER_MEMORY: 3,
-  SET_TSS_ADDR: 4,
-  EXT_CPUID: 7,
   NR_VCPUS: 9,
-  PIT2: 33,
-  IRQ_ROUTING: 25,
-  IRQFD: 32,
-  IOEVENTFD: 36,
-  SIGNAL_MSI: 77,
   MAX_VCPUS: 66,
-  IMMEDIATE_EXIT: 136,
 } as const;
 
-export const KVM_MEM_READONLY = 2;
 export const KVM_PIT_SPEAKER_DUMMY = 1;
 export const KVM_IRQ_ROUTING_IRQCHIP = 1;
 export const KVM_IRQ_ROUTING_MSI = 2;

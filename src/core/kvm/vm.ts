@@ -70,17 +70,16 @@ export class Vm {
     readonly fd: number,
   ) {}
 
-  addMemory(gpa: number, size: number, hostAddr: bigint, readonly = false): number {
-    const slot = this.nextSlot++;
+  /** Maps `size` bytes of host memory at `hostAddr` into the guest at `gpa`, in a new slot. */
+  addMemory(gpa: number, size: number, hostAddr: bigint): void {
     const region = abi.encode(abi.kvm_userspace_memory_region, {
-      slot,
-      flags: readonly ? k.KVM_MEM_READONLY : 0,
+      slot: this.nextSlot++,
+      flags: 0,
       guest_phys_addr: gpa,
       memory_size: size,
       userspace_addr: hostAddr,
     });
     libc.ioctlIn(this.fd, k.KVM_SET_USER_MEMORY_REGION, region);
-    return slot;
   }
 
   /** TSS and identity-map pages for Intel's real-mode emulation, just below the BIOS area at 4 GiB. */
@@ -102,12 +101,13 @@ export class Vm {
     libc.ioctlIn(this.fd, k.KVM_CREATE_PIT2, abi.encode(abi.kvm_pit_config, { flags: k.KVM_PIT_SPEAKER_DUMMY, pad: new Array(15).fill(0) }));
   }
 
+  /** struct kvm_irq_level, reused: a UART raises and lowers its line for every byte. */
   private readonly irqLevel = new Uint8Array(8);
+  private readonly irqLevelView = new DataView(this.irqLevel.buffer);
   /** Drives an IOAPIC/PIC input (GSI) high or low. */
   setIrqLine(gsi: number, level: boolean): void {
-    const dv = new DataView(this.irqLevel.buffer);
-    dv.setUint32(0, gsi, true);
-    dv.setUint32(4, level ? 1 : 0, true);
+    this.irqLevelView.setUint32(0, gsi, true);
+    this.irqLevelView.setUint32(4, level ? 1 : 0, true);
     libc.ioctlIn(this.fd, k.KVM_IRQ_LINE, this.irqLevel);
   }
 

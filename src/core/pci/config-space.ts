@@ -19,7 +19,6 @@ export const PCI_COMMAND_MASTER = 0x4;
 export const PCI_COMMAND_INTX_DISABLE = 0x400;
 const PCI_STATUS_CAP_LIST = 0x10;
 const CAP_START = 0x40;
-const NUM_BARS = 6;
 
 export interface PciIdentity {
   vendor: number;
@@ -36,7 +35,6 @@ export class PciConfigSpace {
   private readonly dv = new DataView(this.bytes.buffer);
   /** Bits the guest may change, per byte. */
   private readonly writable = new Uint8Array(256);
-  private readonly barSizes = new Array<number>(NUM_BARS).fill(0);
   private nextCap = CAP_START;
   private lastCap = -1;
 
@@ -60,7 +58,6 @@ export class PciConfigSpace {
   /** Declares BAR `index` as a 32-bit memory BAR of `size` bytes (a power of two) at `addr`. */
   addMemoryBar(index: number, size: number, addr: number): void {
     if (size < 16 || (size & (size - 1)) !== 0) throw new RangeError(`BAR size ${size} is not a power of two >= 16`);
-    this.barSizes[index] = size;
     this.dv.setUint32(PCI_BAR0 + 4 * index, addr >>> 0, true);
     this.setWritable(PCI_BAR0 + 4 * index, 4, ~(size - 1) >>> 0);
   }
@@ -69,10 +66,6 @@ export class PciConfigSpace {
   barAddress(index: number): number | null {
     if (!(this.dv.getUint16(PCI_COMMAND, true) & PCI_COMMAND_MEMORY)) return null;
     return (this.dv.getUint32(PCI_BAR0 + 4 * index, true) & ~0xf) >>> 0;
-  }
-
-  barSize(index: number): number {
-    return this.barSizes[index]!;
   }
 
   /**
@@ -115,9 +108,5 @@ export class PciConfigSpace {
 
   u16(off: number): number {
     return this.dv.getUint16(off, true);
-  }
-
-  setU16(off: number, v: number): void {
-    this.dv.setUint16(off, v, true);
   }
 }

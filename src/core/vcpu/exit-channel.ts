@@ -18,17 +18,19 @@ export const Slot = {
   STOP: 6,
   /** Set to REQUEST's value by the main thread when it has answered. */
   REPLY: 7,
-  /** 8 data bytes in slots 8–9. */
+  /** The access's data bytes (DATA_BYTES of them) start at this slot. */
   DATA: 8,
 } as const;
-export const CHANNEL_BYTES = 10 * 4;
+/** Room for the widest access: an 8-byte MMIO. */
+export const DATA_BYTES = 8;
+const CHANNEL_BYTES = Slot.DATA * 4 + DATA_BYTES;
 export const Kind = { PIO: 0, MMIO: 1 } as const;
 
 export function createChannel(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(CHANNEL_BYTES));
 }
 
-/** The 8 data bytes of the channel, as a byte view. */
+/** The channel's data bytes, as a byte view. */
 export function dataBytes(ch: Int32Array): Uint8Array {
-  return new Uint8Array(ch.buffer, Slot.DATA * 4, 8);
+  return new Uint8Array(ch.buffer, Slot.DATA * 4, DATA_BYTES);
 }

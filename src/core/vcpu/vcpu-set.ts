@@ -2,16 +2,17 @@
 // answers their port and MMIO exits from the buses, and stops them (STOP
 // flag + immediate_exit + a signal to each vCPU thread, since a worker
 // cannot be terminated while it sits in KVM_RUN).
+import { constants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as libc from '../../sys/libc.js';
 import { RUN } from '../kvm/abi.js';
 import type { Bus } from '../bus.js';
-import { createChannel, dataBytes, Kind, Slot } from './exit-channel.js';
+import { createChannel, DATA_BYTES, dataBytes, Kind, Slot } from './exit-channel.js';
 import type { ExitReason, VcpuInit, VcpuMessage } from './protocol.js';
 
 /** The signal that kicks a vCPU thread out of KVM_RUN (SIGUSR1 is Node's inspector's). */
 const KICK_SIGNAL = 'SIGUSR2';
-const KICK_SIGNAL_NUMBER = 12;
+const KICK_SIGNAL_NUMBER = constants.signals[KICK_SIGNAL];
 
 export interface VcpuExit {
   id: number;
@@ -55,28 +56,26 @@ export class VcpuSet {
     for (const init of inits) {
       const channel = createChannel();
       const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
-      const running: Running = { worker, channel, done: Promise.resolve() as unknown as Promise<VcpuExit> };
-      running.done = new Promise<VcpuExit>((resolve) => {
-        worker.on('message', (m: VcpuMessage) => {
-          if (m.type === 'ready') {
-            running.tid = m.tid;
-            running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
-            if (this.stopping) this.kick(running);
-          } else if (m.type === 'fixup') {
-            this.events.fixup?.(init.id, m.kind, m.rip);
-          } else {
-            const exit: VcpuExit = { id: init.id, reason: m.reason, message: m.message, fixups: m.fixups };
-            if (m.reason !== 'stopped') this.resolveFirst(exit);
-            resolve(exit);
-          }
-        });
-        worker.on('error', (e) => {
-          const exit: VcpuExit = { id: init.id, reason: 'error', message: `vCPU ${init.id} thread failed: ${e.message}`, fixups: 0 };
-          this.resolveFirst(exit);
-          resolve(exit);
-        });
-        worker.on('exit', () => resolve({ id: init.id, reason: 'stopped', fixups: 0 }));
+      let finish!: (e: VcpuExit) => void;
+      const running: Running = { worker, channel, done: new Promise((r) => (finish = r)) };
+      /** Any exit but a requested stop ends the VM. */
+      const end = (exit: VcpuExit) => {
+        if (exit.reason !== 'stopped') this.resolveFirst(exit);
+        finish(exit);
+      };
+      worker.on('message', (m: VcpuMessage) => {
+        if (m.type === 'ready') {
+          running.tid = m.tid;
+          running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
+          if (this.stopping) this.kick(running);
+        } else if (m.type === 'fixup') {
+          this.events.fixup?.(init.id, m.kind, m.rip);
+        } else {
+          end({ id: init.id, reason: m.reason, message: m.message, fixups: m.fixups });
+        }
       });
+      worker.on('error', (e) => end({ id: init.id, reason: 'error', message: `vCPU ${init.id} thread failed: ${e.message}`, fixups: 0 }));
+      worker.on('exit', () => finish({ id: init.id, reason: 'stopped', fixups: 0 }));
       this.vcpus.push(running);
       void this.serve(channel);
     }
@@ -85,6 +84,8 @@ export class VcpuSet {
   /** Answers the worker's exits until the VM stops. */
   private async serve(ch: Int32Array): Promise<void> {
     const data = dataBytes(ch);
+    // One view per access width, made once: a device is handed exactly the bytes of the access.
+    const bySize = Array.from({ length: DATA_BYTES + 1 }, (_, n) => data.subarray(0, n));
     let handled = 0;
     while (!this.stopping) {
       const seq = Atomics.load(ch, Slot.REQUEST);
@@ -94,7 +95,7 @@ export class VcpuSet {
         continue;
       }
       const addr = (Atomics.load(ch, Slot.ADDR_LO) >>> 0) + Atomics.load(ch, Slot.ADDR_HI) * 2 ** 32;
-      const bytes = data.subarray(0, Atomics.load(ch, Slot.SIZE));
+      const bytes = bySize[Atomics.load(ch, Slot.SIZE)] ?? data;
       const isPio = Atomics.load(ch, Slot.KIND) === Kind.PIO;
       const bus = isPio ? this.pio : this.mmio;
       try {
@@ -124,7 +125,7 @@ export class VcpuSet {
     }
   }
 
-  /** Stops every vCPU and waits for their threads; returns how many fixups they applied. */
+  /** Stops every vCPU and waits for their threads; returns how each one's run loop ended. */
   async stop(): Promise<VcpuExit[]> {
     this.stopping = true;
     for (const v of this.vcpus) {

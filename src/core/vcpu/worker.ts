@@ -71,13 +71,12 @@ function loop(vcpu: Vcpu): VcpuMessage {
         const size = run.getUint8(abi.RUN.io.size);
         const count = run.getUint32(abi.RUN.io.count, true);
         // data_offset is a u64 offset into the kvm_run mapping: a few KiB, so its low half is all of it.
-        const off = run.getUint32(abi.RUN.io.data_offset, true);
+        let off = run.getUint32(abi.RUN.io.data_offset, true);
         // String I/O (rep outs/ins) arrives as `count` items back to back.
-        for (let i = 0; i < count; i++) {
-          const item = runBytes.subarray(off + i * size, off + (i + 1) * size);
-          if (isOut) data.set(item);
+        for (let i = 0; i < count; i++, off += size) {
+          if (isOut) copyBytes(runBytes, off, data, 0, size);
           forward(Kind.PIO, isOut, ioPort, size);
-          if (!isOut) item.set(data.subarray(0, size));
+          if (!isOut) copyBytes(data, 0, runBytes, off, size);
         }
         break;
       }
@@ -85,10 +84,9 @@ function loop(vcpu: Vcpu): VcpuMessage {
         const isWrite = run.getUint8(abi.RUN.mmio.is_write) !== 0;
         const len = run.getUint32(abi.RUN.mmio.len, true);
         const addr = Number(run.getBigUint64(abi.RUN.mmio.phys_addr, true));
-        const item = runBytes.subarray(abi.RUN.mmio.data, abi.RUN.mmio.data + len);
-        if (isWrite) data.set(item);
+        if (isWrite) copyBytes(runBytes, abi.RUN.mmio.data, data, 0, len);
         forward(Kind.MMIO, isWrite, addr, len);
-        if (!isWrite) item.set(data.subarray(0, len));
+        if (!isWrite) copyBytes(data, 0, runBytes, abi.RUN.mmio.data, len);
         break;
       }
       case Exit.SHUTDOWN:
@@ -121,6 +119,11 @@ function loop(vcpu: Vcpu): VcpuMessage {
         return { type: 'exit', reason: 'error', fixups, message: `vCPU ${init.id}: unhandled KVM exit ${vcpu.exitReason}` };
     }
   }
+}
+
+/** Copies an access's few bytes without making a view per exit (this is the hot path). */
+function copyBytes(from: Uint8Array, fromOff: number, to: Uint8Array, toOff: number, n: number): void {
+  for (let i = 0; i < n; i++) to[toOff + i] = from[fromOff + i]!;
 }
 
 /** Reads up to 15 bytes of the instruction at the guest's RIP; empty when unmapped. */

@@ -471,8 +471,4 @@ export class VirtioPciTransport implements PciFunction, BusDevice {
     this.status |= Status.DEVICE_NEEDS_RESET;
     this.configInterrupt();
   }
-
-  get deviceStatus(): number {
-    return this.status;
-  }
 }

@@ -1,30 +1,22 @@
-// The device process's seccomp entry point: finds the repository's policies/
-// folder (from src/ under tsx or from dist/ when built), parses
+// The device process's seccomp entry point: parses the repository's
 // policies/<kind>.policy (which @includes common.policy) and loads it on all
 // of the process's threads.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadFilter } from './compile.js';
 import { resolveSyscall } from './libseccomp.js';
 import { parsePolicy, type PolicyRule } from './policy.js';
 import type { SeccompMode } from '../config.js';
+import { repoRoot } from '../../sys/paths.js';
 import { DEVICE_GLIBC_TUNABLES, FD_BACKEND, FD_CONTROL, FD_MEMORY } from '../contract.js';
 
 export { PolicyError, parsePolicy, type PolicyRule } from './policy.js';
 
 export type { SeccompMode } from '../config.js';
 
-/** The repository's policies/ folder: the nearest ancestor of this module that has one. */
+/** The repository's policies/ folder. */
 export function policiesDir(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = path.join(dir, 'policies');
-    if (fs.existsSync(path.join(candidate, 'common.policy'))) return candidate;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no policies/common.policy above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
+  return path.join(repoRoot(), 'policies');
 }
 
 /**
@@ -51,7 +43,7 @@ export function readPolicy(kind: string, constants: Readonly<Record<string, bigi
   return parsePolicy(`${kind}.policy`, {
     readFile: (name) => fs.readFileSync(path.join(dir, name), 'utf8'),
     resolveSyscall,
-    // The fixed fd layout of every device process (../fds.ts) is known to every policy.
+    // The fixed fd layout of every device process (../contract.ts) is known to every policy.
     constants: { PID: process.pid, CONTROL_FD: FD_CONTROL, MEMORY_FD: FD_MEMORY, BACKEND_FD: FD_BACKEND, ...constants },
   });
 }
