@@ -1,13 +1,11 @@
 // Builds tiny hand-written guests: a few lines of x86-64 assembly linked as
 // an ELF "kernel" loaded at 16 MiB and entered in 64-bit mode at `_start`.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const dir = mkdtempSync(join(tmpdir(), 'splitvm-tiny-guest-'));
-// Readable by every user: some tests run splitvm as an unprivileged one.
-chmodSync(dir, 0o755);
 
 /** Guest code that resets the machine through the i8042 (splitvm then exits 0). */
 export const RESET = '  mov $0xfe, %al\n  out %al, $0x64\n1: hlt\n  jmp 1b';
