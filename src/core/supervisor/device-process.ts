@@ -119,7 +119,11 @@ export class VirtioDeviceProcess implements DeviceLink {
   private awaitHello(): Promise<HelloMessage> {
     const { opts } = this;
     return new Promise((resolve, reject) => {
+      // Once the hello is in, a later error or exit is onExit's business, not this start's.
+      let settled = false;
       const fail = (why: string) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         this.proc.kill();
         reject(new DeviceStartError(`device ${opts.name} did not start: ${why}`));
@@ -131,6 +135,7 @@ export class VirtioDeviceProcess implements DeviceLink {
         if (m.type !== 'hello') return fail(`it sent "${m.type}" before hello`);
         if (m.kind !== opts.kind) return fail(`it says it is a ${m.kind} device, not ${opts.kind}`);
         if (m.numQueues !== opts.numQueues) return fail(`it offers ${m.numQueues} queues, not ${opts.numQueues}`);
+        settled = true;
         clearTimeout(timer);
         resolve(m);
       });

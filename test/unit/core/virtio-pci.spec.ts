@@ -84,12 +84,18 @@ describe('virtio-pci transport', function () {
   it('shows a host bridge at slot 0 and the device with modern virtio ids', function () {
     const { cfg, root, slot } = setup();
     assert.ok(slot > 0);
-    const a = new Uint8Array(4);
-    new DataView(a.buffer).setUint32(0, 0x80000000, true);
-    root.write(0, a);
-    const id = new Uint8Array(4);
-    root.read(4 + 2, id.subarray(0, 2));
-    root.read(4 + 0, new Uint8Array(2));
+    // 00:00.0: what Linux's type-1 probe looks for (a host bridge).
+    const select = new Uint8Array(4);
+    new DataView(select.buffer).setUint32(0, 0x80000000 | 0x08, true);
+    root.write(0, select);
+    const classReg = new Uint8Array(4);
+    root.read(4, classReg);
+    assert.deepEqual([classReg[3], classReg[2]], [0x06, 0x00], 'class: host bridge');
+    new DataView(select.buffer).setUint32(0, 0x80000000, true);
+    root.write(0, select);
+    const vendor = new Uint8Array(2);
+    root.read(4, vendor);
+    assert.equal(vendor[0]! | (vendor[1]! << 8), 0x8086);
     assert.equal(cfg(0x00, 2), 0x1af4);
     assert.equal(cfg(0x02, 2), 0x1042);
     assert.equal(cfg(0x08, 1), 1, 'revision 1 (modern)');
