@@ -13,7 +13,7 @@ import { attachConsole } from './console.js';
 import { LaunchError, type SeccompMode } from './jail/launch.js';
 import { KvmUnavailableError } from './kvm/vm.js';
 import { DeviceStartError } from './supervisor/device-process.js';
-import { parseDiskSpec, type DiskSpec } from './supervisor/disk-spec.js';
+import { CORE_DEVICE_KINDS, DeviceSpecError, type DeviceRequest } from './kinds/index.js';
 import { Machine } from './machine.js';
 import { MiB } from './memory.js';
 import { isSoftwareKvmHost, withHostKernelParams } from './quirks.js';
@@ -27,8 +27,8 @@ export const USAGE = `usage: splitvm run [options]
   --append S         appended to the kernel command line
   --mem MiB          guest RAM in MiB (default 128)
   --cpus N           number of vCPUs, 1 to ${MPTABLE_MAX_CPUS} (default 1)
-  --disk PATH[,ro][,serial=S]
-                     a raw disk image as a virtio-blk device (repeatable: /dev/vda, /dev/vdb, ...)
+${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
+  --name NAME        the VM's name, in logs and in its devices' default MAC addresses (default splitvm)
   --seccomp MODE     device processes' seccomp policy: enforce (default), log (only log
                      what the policy forbids, for writing policies) or off (no filter)
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
@@ -54,7 +54,8 @@ export interface RunOptions {
   cmdline: string;
   memMiB: number;
   cpus: number;
-  disks: DiskSpec[];
+  devices: DeviceRequest[];
+  name: string;
   seccomp: SeccompMode;
   logLevel: string;
 }
@@ -80,7 +81,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
         append: { type: 'string' },
         mem: { type: 'string', default: '128' },
         cpus: { type: 'string', default: '1' },
-        disk: { type: 'string', multiple: true, default: [] },
+        ...Object.fromEntries(CORE_DEVICE_KINDS.map((k) => [k.flag, { type: 'string' as const, multiple: true as const, default: [] as string[] }])),
+        name: { type: 'string', default: 'splitvm' },
         seccomp: { type: 'string', default: 'enforce' },
         'log-level': { type: 'string', default: 'warn' },
       },
@@ -93,12 +95,18 @@ export function parseRunArgs(argv: string[]): RunOptions {
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}"`);
   const seccomp = v.seccomp!;
   if (seccomp !== 'enforce' && seccomp !== 'log' && seccomp !== 'off') throw new UsageError(`--seccomp must be enforce, log or off, not "${seccomp}"`);
-  let disks: DiskSpec[];
-  try {
-    disks = v.disk!.map(parseDiskSpec);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
+  const devices: DeviceRequest[] = [];
+  for (const kind of CORE_DEVICE_KINDS) {
+    const values = (v as Record<string, unknown>)[kind.flag] as string[];
+    try {
+      values.forEach((value, i) => devices.push({ kind, spec: kind.parse(value, i) }));
+    } catch (e) {
+      if (e instanceof DeviceSpecError) throw new UsageError(e.message);
+      throw e;
+    }
   }
+  const name = v.name!;
+  if (!/^[\w.-]{1,64}$/.test(name)) throw new UsageError(`--name must be 1 to 64 characters of letters, digits, _ . -, not "${name}"`);
   let cmdline = v.cmdline ?? DEFAULT_CMDLINE;
   if (v.append) cmdline = `${cmdline} ${v.append}`;
   return {
@@ -107,7 +115,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
     cmdline,
     memMiB: positiveInt('--mem', v.mem!, 16, 1024 * 1024),
     cpus: positiveInt('--cpus', v.cpus!, 1, MPTABLE_MAX_CPUS),
-    disks,
+    devices,
+    name,
     seccomp,
     logLevel,
   };
@@ -174,7 +183,7 @@ export async function run(opts: RunOptions): Promise<number> {
   const cmdline = withHostKernelParams(opts.cmdline, quirks);
   if (quirks) log.info('software KVM host (kvm_pvm): applying its fixups and kernel parameters');
 
-  if (opts.seccomp !== 'enforce' && opts.disks.length > 0) {
+  if (opts.seccomp !== 'enforce' && opts.devices.length > 0) {
     process.stderr.write(
       `splitvm: WARNING: --seccomp=${opts.seccomp}: device processes run ${opts.seccomp === 'log' ? 'with a filter that only LOGS forbidden system calls' : 'WITHOUT a seccomp filter'}; a compromised device is not contained. Do not run untrusted guests like this.\n`,
     );
@@ -183,7 +192,7 @@ export async function run(opts: RunOptions): Promise<number> {
   let machine: Machine;
   try {
     machine = Machine.create({
-      kernel, initrd, cmdline, memBytes, cpus: opts.cpus, disks: opts.disks, seccomp: opts.seccomp, jail: true,
+      kernel, initrd, cmdline, memBytes, cpus: opts.cpus, devices: opts.devices, name: opts.name, seccomp: opts.seccomp, jail: true,
       serialOutput: console_.writeByte, log,
     });
   } catch (e) {

@@ -15,8 +15,8 @@ import { GuestMemory, MMIO_HOLE_START } from './memory.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciRoot } from './pci/root.js';
 import { isSoftwareKvmHost } from './quirks.js';
 import type { SeccompMode } from './jail/launch.js';
-import type { DiskSpec } from './supervisor/disk-spec.js';
-import { DeviceStartError, VirtioDeviceProcess } from './supervisor/device-process.js';
+import type { DeviceRequest, OpenedBackend } from './kinds/index.js';
+import { VirtioDeviceProcess } from './supervisor/device-process.js';
 import * as libc from '../sys/libc.js';
 import { BAR0, VirtioPciTransport } from './virtio/pci-transport.js';
 import { KvmTransportHost } from './virtio/transport-host.js';
@@ -29,8 +29,10 @@ export interface MachineConfig {
   cmdline: string;
   memBytes: number;
   cpus: number;
-  /** virtio-blk disks, each served by its own device process. */
-  disks: DiskSpec[];
+  /** virtio devices in PCI slot order, each served by its own device process. */
+  devices: DeviceRequest[];
+  /** Names the VM in logs and derives its stable MAC addresses. */
+  name: string;
   /** How device processes are confined: seccomp mode, and whether they run in a jail at all. */
   seccomp: SeccompMode;
   jail: boolean;
@@ -54,6 +56,8 @@ export class Machine {
   readonly quirks: boolean;
   readonly pci = new PciRoot();
   readonly devices: VirtioDeviceProcess[] = [];
+  /** What device backends started besides their fds (passt), ended after the devices. */
+  private readonly releases: (() => void)[] = [];
   private readonly transportHost: KvmTransportHost;
   private nextBar = MMIO_HOLE_START;
   private readonly vcpus: VcpuSet;
@@ -91,29 +95,26 @@ export class Machine {
     });
   }
 
-  /** Opens a disk image, starts its jailed virtio-blk process and puts it on the PCI bus. */
-  private async addDisk(spec: DiskSpec, index: number): Promise<void> {
-    let fd: number;
-    try {
-      fd = libc.open(spec.path, spec.readOnly ? libc.O_RDONLY : libc.O_RDWR);
-    } catch (e) {
-      throw new DeviceStartError(`cannot open disk image ${spec.path}: ${e instanceof libc.SysError ? libc.errnoName(e.errno) : (e as Error).message}`);
-    }
+  /** Opens a device's backend, starts its jailed process and puts it on the PCI bus. */
+  private async addDevice(req: DeviceRequest, index: number): Promise<void> {
     const { config } = this;
-    const name = `blk${index}`;
+    const kind = req.kind.kind;
+    const name = `${kind}${index}`;
+    const backend: OpenedBackend = await req.kind.open(req.spec, { index, vmName: config.name, log: config.log });
     let dev: VirtioDeviceProcess;
     try {
       dev = await VirtioDeviceProcess.start({
-        name, kind: 'blk', numQueues: 1, backendFd: fd, memory: this.memory,
-        config: { blk: spec.serial === undefined ? { readOnly: spec.readOnly } : { readOnly: spec.readOnly, serial: spec.serial } },
-        jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log,
+        name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
+        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log,
       });
     } catch (e) {
-      libc.close(fd);
+      libc.close(backend.fd);
+      backend.release?.();
       throw e;
     }
+    if (backend.release) this.releases.push(backend.release);
     const transport = new VirtioPciTransport({
-      deviceId: 2, classCode: 0x018000, deviceFeatures: dev.hello.deviceFeatures, numQueues: dev.hello.numQueues,
+      deviceId: backend.virtioId, classCode: backend.classCode, deviceFeatures: dev.hello.deviceFeatures, numQueues: dev.hello.numQueues,
       maxQueueSize: dev.hello.maxQueueSize, config: dev.hello.config, kickFds: dev.kickFds, callFds: dev.callFds,
     }, this.transportHost, dev, this.nextBar);
     this.nextBar += BAR0.SIZE;
@@ -121,7 +122,7 @@ export class Machine {
     dev.onConfigChanged = (c) => transport.configChanged(c);
     const slot = this.pci.add(transport);
     this.devices.push(dev);
-    config.log.info({ device: name, pid: dev.pid, slot, image: spec.path, readOnly: spec.readOnly }, 'virtio-blk device started');
+    config.log.info({ device: name, pid: dev.pid, slot, ...backend.describe }, `virtio-${kind} device started`);
   }
 
   static create(config: MachineConfig): Machine {
@@ -139,7 +140,12 @@ export class Machine {
   async run(): Promise<MachineExit> {
     const { config } = this;
     try {
-      for (const [i, disk] of config.disks.entries()) await this.addDisk(disk, i);
+      const perKind = new Map<string, number>();
+      for (const req of config.devices) {
+        const index = perKind.get(req.kind.kind) ?? 0;
+        perKind.set(req.kind.kind, index + 1);
+        await this.addDevice(req, index);
+      }
     } catch (e) {
       await this.shutdownDevices();
       throw e;
@@ -175,6 +181,7 @@ export class Machine {
 
   private async shutdownDevices(): Promise<void> {
     await Promise.all(this.devices.map((d) => d.shutdown()));
+    for (const release of this.releases.splice(0)) release();
   }
 
   /** Asks the machine to stop as if the guest had reset it. */

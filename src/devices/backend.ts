@@ -32,4 +32,6 @@ export interface DeviceBackend {
   fail(chain: DescriptorChain): number;
   /** Backend counters (names ≤ 64 chars, non-negative integers). */
   stats(): Record<string, number>;
+  /** What the device serves, for its "ready" log line (e.g. { capacity, readOnly }). */
+  describe(): Record<string, unknown>;
 }

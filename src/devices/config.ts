@@ -1,6 +1,7 @@
 // The device process's start-up configuration (the JSON in argv[2]) and its
 // validation, which reports the first problem as one clear sentence.
-import { MAX_QUEUES } from '../ipc/messages.js';
+import { MAX_QUEUES, type DeviceKind } from '../ipc/messages.js';
+import { DEVICE_KIND_NAMES, deviceKind } from './kinds.js';
 import { validateRegions, type MemoryRegion } from './guest-memory.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
@@ -13,21 +14,16 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image';
 const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image'];
 
-export interface BlkOptions {
-  readOnly: boolean;
-  /** Up to 20 bytes (VIRTIO_BLK_ID_BYTES), returned by GET_ID. */
-  serial?: string;
-}
-
 export interface DeviceConfig {
-  kind: 'blk';
+  kind: DeviceKind;
   /** Shown in every log line; defaults to the kind. */
   name: string;
   regions: MemoryRegion[];
   numQueues: number;
   seccomp: SeccompMode;
   logLevel: LogLevel;
-  blk?: BlkOptions;
+  /** The kind's own options (config[kind] in the JSON), checked by its module (kinds.ts). */
+  options: unknown;
   /**
    * This process replaces one that died: it resumes each queue at the used
    * index and answers every request with the device's error.
@@ -43,7 +39,7 @@ export class ConfigError extends Error {
   }
 }
 
-const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'blk', 'failed', 'testAttemptAfterJail']);
+const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'failed', 'testAttemptAfterJail', ...DEVICE_KIND_NAMES]);
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Parses and checks the configuration; throws ConfigError with one sentence. */
@@ -57,7 +53,9 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   }
   if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new ConfigError('device config: must be a JSON object');
   for (const k of Object.keys(c)) if (!KEYS.has(k)) throw new ConfigError(`device config: unknown field "${k}"`);
-  if (c.kind !== 'blk') throw new ConfigError(`device config: unsupported kind ${JSON.stringify(c.kind)} (supported: blk)`);
+  const module = deviceKind(c.kind);
+  if (!module) throw new ConfigError(`device config: unsupported kind ${JSON.stringify(c.kind)} (supported: ${DEVICE_KIND_NAMES.join(', ')})`);
+  for (const k of DEVICE_KIND_NAMES) if (k !== c.kind && k in c) throw new ConfigError(`device config: options for ${k} given to a ${module.kind} device`);
   const name = c.name ?? c.kind;
   if (typeof name !== 'string' || !/^[\w.-]{1,64}$/.test(name)) throw new ConfigError('device config: name must be 1..64 characters of [A-Za-z0-9_.-]');
   let regions: MemoryRegion[];
@@ -75,20 +73,17 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   if (probe !== undefined && (typeof probe !== 'string' || !JAIL_PROBES.includes(probe))) {
     throw new ConfigError('device config: testAttemptAfterJail must be "socket", "execve", "open" or "grow-image"');
   }
-  const config: DeviceConfig = { kind: 'blk', name, regions, numQueues: nq, seccomp: c.seccomp, logLevel: logLevel as LogLevel };
+  let options: unknown;
+  try {
+    options = module.parseOptions(c[module.kind]);
+  } catch (e) {
+    throw new ConfigError(`device config: ${(e as Error).message}`);
+  }
+  const config: DeviceConfig = { kind: module.kind, name, regions, numQueues: nq, seccomp: c.seccomp, logLevel: logLevel as LogLevel, options };
   if (probe !== undefined) config.testAttemptAfterJail = probe as JailProbe;
   if (c.failed !== undefined) {
     if (typeof c.failed !== 'boolean') throw new ConfigError('device config: failed must be a boolean');
     config.failed = c.failed;
-  }
-  if (c.kind === 'blk') {
-    const b = c.blk ?? { readOnly: false };
-    if (typeof b !== 'object' || b === null) throw new ConfigError('device config: blk must be an object');
-    const { readOnly, serial, ...rest } = b as Record<string, unknown>;
-    if (Object.keys(rest).length > 0) throw new ConfigError(`device config: unknown field blk.${Object.keys(rest)[0]}`);
-    if (typeof readOnly !== 'boolean') throw new ConfigError('device config: blk.readOnly must be a boolean');
-    if (serial !== undefined && (typeof serial !== 'string' || Buffer.byteLength(serial) > 20)) throw new ConfigError('device config: blk.serial must be a string of at most 20 bytes');
-    config.blk = serial === undefined ? { readOnly } : { readOnly, serial };
   }
   return config;
 }

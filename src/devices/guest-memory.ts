@@ -23,6 +23,8 @@ export class GuestMemoryError extends Error {
 
 interface MappedRegion extends MemoryRegion {
   bytes: Uint8Array;
+  /** Host address of bytes[0] (for vectored I/O straight into guest memory); -1 for plain buffers. */
+  host: number;
 }
 
 const PAGE = 4096;
@@ -70,7 +72,7 @@ export class GuestMemory {
     }
     const mapped = checked.map((r) => {
       const addr = libc.mmap(r.size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd, r.offset);
-      return { ...r, bytes: new Uint8Array(libc.view(addr, r.size)) };
+      return { ...r, bytes: new Uint8Array(libc.view(addr, r.size)), host: Number(addr) };
     });
     return new GuestMemory(mapped);
   }
@@ -78,7 +80,7 @@ export class GuestMemory {
   /** Guest memory over ordinary buffers (unit tests, fuzzing): one buffer per region. */
   static fromBuffers(regions: { gpa: number; bytes: Uint8Array }[]): GuestMemory {
     const checked = validateRegions(regions.map((r) => ({ gpa: r.gpa, size: r.bytes.length, offset: 0 })));
-    return new GuestMemory(checked.map((r, i) => ({ ...r, bytes: regions[i]!.bytes })));
+    return new GuestMemory(checked.map((r, i) => ({ ...r, bytes: regions[i]!.bytes, host: -1 })));
   }
 
   /**
@@ -112,6 +114,19 @@ export class GuestMemory {
   dataView(gpa: number, len: number): DataView {
     const s = this.slice(gpa, len);
     return new DataView(s.buffer, s.byteOffset, s.byteLength);
+  }
+
+  /**
+   * The host address of the first byte of `view`, a view this memory
+   * returned (slice, dataView), for readv/writev/preadv/pwritev straight
+   * between a file and the guest's buffers. Throws for memory that is not
+   * mapped (fromBuffers) or a view of something else.
+   */
+  hostAddress(view: Uint8Array): number {
+    for (const r of this.regions) {
+      if (view.buffer === r.bytes.buffer && r.host >= 0) return r.host + (view.byteOffset - r.bytes.byteOffset);
+    }
+    throw new GuestMemoryError('view is not of mapped guest memory');
   }
 
   /** Copies `data` into guest memory at `gpa`. */

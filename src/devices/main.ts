@@ -8,10 +8,11 @@ import net from 'node:net';
 import { pino, type Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import { ControlChannel } from '../ipc/channel.js';
-import { BlkBackend } from './blk/backend.js';
 import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
 import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './contract.js';
 import { GuestMemory } from './guest-memory.js';
+import { deviceKind } from './kinds.js';
+import type { DeviceBackend } from './backend.js';
 import { installPolicy } from './seccomp/index.js';
 import { DeviceServer } from './server.js';
 
@@ -24,9 +25,9 @@ function fatal(log: Logger | undefined, msg: string): never {
   libc.exitNow(1);
 }
 
-function installSeccomp(config: DeviceConfig, log: Logger): void {
+function installSeccomp(config: DeviceConfig, constants: Record<string, number>, log: Logger): void {
   try {
-    installPolicy(config.kind, config.seccomp);
+    installPolicy(config.kind, config.seccomp, constants);
   } catch (e) {
     fatal(log, `cannot install the seccomp policy: ${(e as Error).message}`);
   }
@@ -66,10 +67,11 @@ async function main(): Promise<void> {
   }
 
   let memory: GuestMemory;
-  let backend: BlkBackend;
+  let backend: DeviceBackend;
+  const kind = deviceKind(config.kind)!; // parseDeviceConfig checked it
   try {
     memory = GuestMemory.map(FD_MEMORY, config.regions);
-    backend = new BlkBackend(FD_BACKEND, config.blk ?? { readOnly: false }, config.numQueues);
+    backend = kind.createBackend(FD_BACKEND, config.options, config.numQueues, log);
     // Kicks are awaited by blocking reads on the pool (server.ts).
     for (let i = 0; i < config.numQueues; i++) libc.setBlocking(kickFd(i));
   } catch (e) {
@@ -77,13 +79,13 @@ async function main(): Promise<void> {
   }
   const channel = new ControlChannel('device', new net.Socket({ fd: FD_CONTROL, readable: true, writable: true }));
 
-  installSeccomp(config, log);
+  installSeccomp(config, kind.policyConstants?.(config.options) ?? {}, log);
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 
   const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);
   server.start();
   if (config.failed) log.warn('replacing a device process that died: every request fails');
-  log.info({ capacity: backend.capacity, readOnly: config.blk?.readOnly ?? false, queues: config.numQueues }, 'device ready');
+  log.info({ queues: config.numQueues, ...backend.describe() }, 'device ready');
 }
 
 await main();

@@ -12,6 +12,7 @@ import { pino } from 'pino';
 import { GuestMemory, MiB } from '../../src/core/memory.js';
 import { DeviceStartError, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
 import * as libc from '../../src/sys/libc.js';
+import { blkKind } from '../../src/core/kinds/blk.js';
 
 const HOSTILE = fileURLToPath(new URL('./fixtures/hostile-device.mjs', import.meta.url));
 
@@ -23,7 +24,7 @@ describe('device supervisor: a hostile device process', function () {
 
   const start = (hostile: string) =>
     VirtioDeviceProcess.start({
-      name: 'evil0', kind: 'blk', numQueues: 1, config: { hostile }, backendFd: libc.open('/dev/null', libc.O_RDWR),
+      name: 'evil0', kind: 'blk', numQueues: 1, options: {}, extraConfig: { hostile }, backendFd: libc.open('/dev/null', libc.O_RDWR),
       memory, jail: false, seccomp: 'off', logLevel: 'info', log, entry: HOSTILE,
     });
 
@@ -60,14 +61,15 @@ describe('device supervisor: a hostile device process', function () {
 describe('device supervisor: the real jailed blk device', function () {
   this.timeout(30000);
 
-  it('cannot grow its disk image, and its log reaches the core as JSON records', async function () {
+  it('cannot grow its disk image (opened as --disk opens it), and its log reaches the core as JSON records', async function () {
     const dir = mkdtempSync(join(tmpdir(), 'splitvm-fsize-'));
     const image = join(dir, 'disk.img');
     writeFileSync(image, Buffer.alloc(64 * 1024));
     const lines: string[] = [];
+    const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
     const dev = await VirtioDeviceProcess.start({
-      name: 'blk7', kind: 'blk', numQueues: 1, config: { blk: { readOnly: false }, testAttemptAfterJail: 'grow-image' },
-      backendFd: libc.open(image, libc.O_RDWR), memory: GuestMemory.create(2 * MiB), jail: true, seccomp: 'enforce', logLevel: 'info',
+      name: 'blk7', kind: 'blk', numQueues: 1, options: backend.options, fileSizeLimit: backend.fileSizeLimit, extraConfig: { testAttemptAfterJail: 'grow-image' },
+      backendFd: backend.fd, memory: GuestMemory.create(2 * MiB), jail: true, seccomp: 'enforce', logLevel: 'info',
       log: pino({ level: 'silent' }), writeLog: (l) => lines.push(l),
     });
     try {

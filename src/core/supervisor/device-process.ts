@@ -6,9 +6,9 @@
 // a replacement process, jailed the same way, takes over the queues only to
 // fail every request, so the guest's I/O ends in errors instead of hanging.
 // The VM goes on.
-import { fstatSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { ControlChannel, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
+import { ControlChannel, type DeviceKind, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
 import * as libc from '../../sys/libc.js';
 import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
 import type { GuestMemory } from '../memory.js';
@@ -22,10 +22,14 @@ const MAX_CONTROL_BACKLOG = 1024 * 1024;
 
 export interface DeviceProcessOptions {
   name: string;
-  kind: 'blk';
+  kind: DeviceKind;
   numQueues: number;
-  /** Device-specific part of the device's start-up config (e.g. { blk: {...} }). */
-  config: object;
+  /** The kind's options in the device's start-up config (config[kind]). */
+  options: object;
+  /** RLIMIT_FSIZE of the device process (a disk image must not grow). */
+  fileSizeLimit?: number;
+  /** Merged into the start-up config as is: for tests (a jail probe, a hostile fixture's script). */
+  extraConfig?: Record<string, unknown>;
   /** The backend (image, tap, directory) the core opened; kept for a replacement, closed at shutdown. */
   backendFd: number;
   memory: GuestMemory;
@@ -96,14 +100,13 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.proc = await launchDevice({
       name: opts.name,
       kind: opts.kind,
-      config: { ...opts.config, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
+      config: { ...opts.extraConfig, [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
       entry: opts.entry,
       log: 'pipe',
-      // A disk image may not grow, whatever a compromised device writes.
-      fileSizeLimit: opts.kind === 'blk' ? fstatSync(opts.backendFd).size : undefined,
+      fileSizeLimit: opts.fileSizeLimit,
     });
     relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => void writeSync(2, line)));
     this.channel = new ControlChannel('core', this.proc.control);

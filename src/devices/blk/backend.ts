@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import * as libc from '../../sys/libc.js';
 import type { DeviceBackend } from '../backend.js';
-import type { BlkOptions } from '../config.js';
+import type { BlkOptions } from './kind.js';
 import type { DescriptorChain } from '../virtio/queue.js';
 import { preadFull, pwriteFull, scatter, fdatasync } from './io.js';
 import { parseRequest, type BlkRequest } from './request.js';
@@ -68,6 +68,10 @@ export class BlkBackend implements DeviceBackend {
   }
 
   activate(): void {}
+
+  describe(): Record<string, unknown> {
+    return { capacity: this.capacity, readOnly: this.opts.readOnly };
+  }
 
   stats(): Record<string, number> {
     return { ...this.counters, capacitySectors: this.capacity };

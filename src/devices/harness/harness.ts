@@ -18,7 +18,9 @@ import * as libc from '../../sys/libc.js';
 import { ControlChannel } from '../../ipc/channel.js';
 import type { ActivateMessage, DeviceMessage, HelloMessage, StatsMessage } from '../../ipc/messages.js';
 import { launchDevice, type DeviceExit, type DeviceProcess } from '../../core/jail/launch.js';
-import type { BlkOptions, JailProbe, LogLevel, SeccompMode } from '../config.js';
+import type { JailProbe, LogLevel, SeccompMode } from '../config.js';
+import type { BlkOptions } from '../blk/kind.js';
+import type { DeviceKind } from '../../ipc/messages.js';
 import { GuestMemory, type MemoryRegion } from '../guest-memory.js';
 import { ringSizes } from '../virtio/queue.js';
 import { DriverQueue } from './driver-queue.js';
@@ -30,7 +32,8 @@ export const MiB = 1024 * 1024;
 export const FOUR_GIB = 4 * 1024 * MiB;
 
 export interface HarnessOptions {
-  kind?: 'blk';
+  /** Default blk. */
+  kind?: DeviceKind;
   name?: string;
   numQueues?: number;
   /** Queue size the driver picks (≤ the device's maximum). Default 64. */
@@ -39,7 +42,10 @@ export interface HarnessOptions {
   memSize?: number;
   /** The backend fd passed as fd 5 (disk image for blk); /dev/null when absent. */
   backendFd?: number;
+  /** blk's options (shorthand for `options` of a blk device). */
   blk?: BlkOptions;
+  /** The kind's options (config[kind]); for blk, `blk` or { readOnly: false }. */
+  options?: object;
   /** Run the device in its bubblewrap jail (default true); false for debugging (no namespaces, no rlimits). */
   jail?: boolean;
   /** Default DEVICE_TEST_SECCOMP ('enforce'); 'log' or 'off' for writing policies, debugging, fuzzing. */
@@ -170,7 +176,9 @@ export class DeviceHarness {
     const { opts } = this;
     const numQueues = this.kickFds.length;
     const config: Record<string, unknown> = { regions: this.regions, numQueues, logLevel: opts.logLevel ?? 'info' };
-    if ((opts.kind ?? 'blk') === 'blk') config.blk = opts.blk ?? { readOnly: false };
+    const kind = opts.kind ?? 'blk';
+    const options = opts.options ?? (kind === 'blk' ? opts.blk ?? { readOnly: false } : undefined);
+    if (options !== undefined) config[kind] = options;
     if (opts.testAttemptAfterJail) config.testAttemptAfterJail = opts.testAttemptAfterJail;
     if (failed) config.failed = true;
     const fds: (number | null)[] = [this.memfd, opts.backendFd ?? null];
@@ -180,8 +188,8 @@ export class DeviceHarness {
     let proc: DeviceProcess;
     try {
       proc = await launchDevice({
-        name: opts.name ?? 'blk-test',
-        kind: opts.kind ?? 'blk',
+        name: opts.name ?? `${kind}-test`,
+        kind,
         config,
         fds,
         jail: opts.jail ?? true,

@@ -52,7 +52,7 @@ describe('device config', () => {
   it('accepts a good config', () => {
     const c = parseDeviceConfig(JSON.stringify(good));
     assert.equal(c.name, 'blk');
-    assert.deepEqual(c.blk, { readOnly: true, serial: 'x' });
+    assert.deepEqual(c.options, { readOnly: true, serial: 'x' });
   });
   it('reports one clear problem', () => {
     const bad: [unknown, RegExp][] = [

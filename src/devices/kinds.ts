@@ -1,0 +1,30 @@
+// The device kinds a device process can be: for each, how its options in the
+// start-up config are checked and how its backend is made from the backend fd
+// the core opened. Adding a kind is a folder src/devices/<kind>/, a policy
+// policies/<kind>.policy, one line here, and its core-side descriptor
+// (src/core/kinds/).
+import type { Logger } from 'pino';
+import type { DeviceKind } from '../ipc/messages.js';
+import type { DeviceBackend } from './backend.js';
+import { blkKind } from './blk/kind.js';
+
+export interface DeviceKindModule<O = unknown> {
+  readonly kind: DeviceKind;
+  /** Checks the kind's options (config[kind]); throws an Error with one sentence. */
+  parseOptions(raw: unknown): O;
+  /** Makes the backend on the inherited backend fd, before the policy is installed (nothing may be opened after). */
+  createBackend(backendFd: number, options: O, numQueues: number, log: Logger): DeviceBackend;
+  /** Run-time constants the kind's policy refers to, besides the fixed fd layout. */
+  policyConstants?(options: O): Record<string, number>;
+}
+
+// Each module checks its own options before they reach its backend, so the
+// list may forget their types (method parameters are bivariant).
+const MODULES: readonly DeviceKindModule[] = [blkKind];
+
+export const DEVICE_KIND_NAMES: readonly string[] = MODULES.map((m) => m.kind);
+
+/** The module of `kind`, or undefined when this build has none. */
+export function deviceKind(kind: unknown): DeviceKindModule | undefined {
+  return MODULES.find((m) => m.kind === kind);
+}
