@@ -5,6 +5,23 @@
 import type { DeviceKind } from '../ipc/messages.js';
 import type { DescriptorChain } from './virtio/queue.js';
 
+/**
+ * A queue whose chains the backend takes itself, when it has a use for them
+ * (net's receive queue: buffers wait for frames), instead of being handed
+ * each chain as the driver makes it available.
+ */
+export interface PulledQueue {
+  readonly index: number;
+  /** The next available chain, or null (none, or the queue stopped on a malformed ring). */
+  pop(): DescriptorChain | null;
+  /** Returns a chain with `len` bytes written; interrupts are coalesced per event-loop turn. */
+  complete(chain: DescriptorChain, len: number): void;
+  /** Before waiting for a kick: re-arms notifications; true when chains arrived meanwhile. */
+  enableNotify(): boolean;
+  /** Stops the queue as malformed (the server reports needs-reset). */
+  fail(reason: string): void;
+}
+
 export interface DeviceBackend {
   readonly kind: DeviceKind;
   /** Feature bits offered (bits 0..52). */
@@ -30,6 +47,21 @@ export interface DeviceBackend {
    * written; throws QueueError when the chain is malformed.
    */
   fail(chain: DescriptorChain): number;
+  /** Indexes of the queues the backend pulls from itself (see PulledQueue); the server never hands their chains over. */
+  readonly pulledQueues?: readonly number[];
+  /** On activate, after `activate`: the pulled queues that are served. */
+  attach?(queues: PulledQueue[]): void;
+  /** A pulled queue was kicked: the driver made chains available. */
+  kicked?(index: number): void;
+  /**
+   * Reset, or the device is stopping: drop every chain taken (the driver
+   * forgets them too) and settle every pending `handle` promise promptly.
+   */
+  reset?(): void;
+  /** This process replaces one that died and fails every request (net: its link is down). */
+  markFailed?(): void;
+  /** Set by the server: the backend calls it when its config space changed (the guest is told). */
+  onConfigChanged?: () => void;
   /** Backend counters (names ≤ 64 chars, non-negative integers). */
   stats(): Record<string, number>;
   /** What the device serves, for its "ready" log line (e.g. { capacity, readOnly }). */

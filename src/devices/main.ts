@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   const kind = deviceKind(config.kind)!; // parseDeviceConfig checked it
   try {
     memory = GuestMemory.map(FD_MEMORY, config.regions);
-    backend = kind.createBackend(FD_BACKEND, config.options, config.numQueues, log);
+    backend = kind.createBackend({ fd: FD_BACKEND, options: config.options, numQueues: config.numQueues, memory, log });
     // Kicks are awaited by blocking reads on the pool (server.ts).
     for (let i = 0; i < config.numQueues; i++) libc.setBlocking(kickFd(i));
   } catch (e) {

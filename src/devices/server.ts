@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import type { ControlChannel } from '../ipc/channel.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
-import type { DeviceBackend } from './backend.js';
+import type { DeviceBackend, PulledQueue } from './backend.js';
 import { callFd, kickFd } from './contract.js';
 import type { GuestMemory } from './guest-memory.js';
 import { QueueError, SplitQueue, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from './virtio/queue.js';
@@ -35,6 +35,8 @@ interface ServedQueue {
   call: number;
   stopped: boolean;
   notifyScheduled: boolean;
+  /** The backend takes this queue's chains itself (DeviceBackend.pulledQueues). */
+  pulled: boolean;
 }
 
 export class DeviceServer {
@@ -56,6 +58,8 @@ export class DeviceServer {
 
   /** Sends hello and starts answering the core. */
   start(): void {
+    if (this.failed) this.backend.markFailed?.();
+    this.backend.onConfigChanged = () => this.channel.send({ type: 'config-changed', config: this.backend.config() });
     this.channel.on('message', (m) => this.onMessage(m));
     this.channel.on('error', (e) => {
       this.log.error({ err: e.message }, 'control channel error');
@@ -123,7 +127,8 @@ export class DeviceServer {
         continue;
       }
       try {
-        const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false };
+        const pulled = this.backend.pulledQueues?.includes(q.index) ?? false;
+        const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled };
         if (this.failed) sq.queue.resumeFromUsed();
         this.queues[q.index] = sq;
         started.push(sq);
@@ -134,15 +139,58 @@ export class DeviceServer {
       }
     }
     this.log.info({ features: msg.features, queues: started.map((s) => s.index), ...opts }, 'activated');
+    // A replacement that fails every request has no use for buffers it would fill;
+    // it tells the driver its config (net: link down) once it serves the queues.
+    if (this.failed && this.backend.markFailed) this.backend.onConfigChanged?.();
+    else this.backend.attach?.(started.filter((sq) => sq.pulled).map((sq) => this.pulledPort(sq)));
     for (const sq of started) {
       this.startKickReader(sq.index);
-      this.drain(sq); // buffers may have been made available before the first kick
+      this.onKick(sq); // buffers may have been made available before the first kick
     }
+  }
+
+  private onKick(sq: ServedQueue): void {
+    if (!sq.pulled) this.drain(sq);
+    else if (!this.failed) this.backend.kicked?.(sq.index);
+  }
+
+  private pulledPort(sq: ServedQueue): PulledQueue {
+    return {
+      index: sq.index,
+      pop: () => {
+        if (sq.stopped) return null;
+        try {
+          const chain = sq.queue.pop();
+          if (chain) this.counters.requests++;
+          return chain;
+        } catch (e) {
+          this.fail(sq, e as Error);
+          return null;
+        }
+      },
+      complete: (chain, len) => {
+        this.counters.completions++;
+        if (sq.stopped) return;
+        sq.queue.pushUsed(chain.head, len);
+        this.scheduleNotify(sq);
+      },
+      enableNotify: () => {
+        if (sq.stopped) return false;
+        try {
+          return sq.queue.enableNotify();
+        } catch (e) {
+          this.fail(sq, e as Error);
+          return false;
+        }
+      },
+      fail: (reason) => this.fail(sq, new QueueError(reason)),
+    };
   }
 
   private stopAll(): void {
     for (const sq of this.queues) if (sq) sq.stopped = true;
     this.queues = [];
+    this.backend.reset?.();
   }
 
   private reset(): void {
@@ -174,7 +222,7 @@ export class DeviceServer {
         }
         this.counters.kicks++;
         const sq = this.queues[index];
-        if (sq && !sq.stopped) this.drain(sq);
+        if (sq && !sq.stopped) this.onKick(sq);
         readOnce();
       });
     };

@@ -4,8 +4,7 @@
 // inline (returning -errno, never throwing: for hot paths on non-blocking
 // fds) and on libuv's thread pool (koffi's async calls, for blocking files).
 import koffi from 'koffi';
-
-const libc = koffi.load('libc.so.6');
+import { libcLibrary as libc } from './libc.js';
 const readv_ = libc.func('intptr_t readv(int fd, void *iov, int count)');
 const writev_ = libc.func('intptr_t writev(int fd, void *iov, int count)');
 const preadv_ = libc.func('intptr_t preadv(int fd, void *iov, int count, int64_t off)');

@@ -1,9 +1,13 @@
-// Host system calls through koffi: the one place where libc is bound.
-// Core and device processes both import from here; every call that can fail
-// goes through `check`, which turns -1 into a SysError carrying errno.
+// Host system calls through koffi: the one place where libc is loaded (the
+// vectored-I/O and polling calls beside it, iovec.ts and poll.ts, bind from
+// the same handle). Core and device processes both import from here; every
+// call that can fail goes through `check`, which turns -1 into a SysError
+// carrying errno.
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
+/** The loaded libc, for the bindings in this folder. */
+export const libcLibrary = libc;
 
 export class SysError extends Error {
   constructor(
@@ -49,6 +53,13 @@ const fallocate_ = libc.func('int fallocate(int fd, int mode, int64_t off, int64
 const ftruncate_ = libc.func('int ftruncate(int fd, int64_t len)');
 const memfd_create_ = libc.func('int memfd_create(const char *name, unsigned int flags)');
 const eventfd_ = libc.func('int eventfd(unsigned int initval, int flags)');
+
+/** read(2) without the throw, for non-blocking fds: bytes read (0 at end of file) or -errno. */
+export function readRaw(fd: number, buf: Uint8Array): number {
+  const r = Number(read_(fd, buf, buf.length));
+  return r < 0 ? -koffi.errno() : r;
+}
+export const EAGAIN = 11;
 
 export const open = (path: string, flags: number, mode = 0): number => check(`open ${path}`, open_(path, flags | O_CLOEXEC, mode));
 export const close = (fd: number): void => void check('close', close_(fd));
@@ -176,6 +187,20 @@ const socket_ = libc.func('int socket(int domain, int type, int protocol)');
 export const AF_INET = 2;
 export const SOCK_STREAM = 1;
 export const socket = (domain: number, type: number, protocol = 0): number => check('socket', socket_(domain, type, protocol));
+export const AF_UNIX = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+const socketpair_ = libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)');
+/** A connected pair of AF_UNIX stream sockets, close-on-exec. */
+export function socketpair(): [number, number] {
+  const sv = [0, 0];
+  check('socketpair', socketpair_(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  return [sv[0]!, sv[1]!];
+}
+/** Sets O_NONBLOCK on `fd` (shared by every holder of the same open file). */
+export function setNonBlocking(fd: number): void {
+  const flags = fcntl(fd, F_GETFL);
+  if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
 
 const execve_ = libc.func('int execve(const char *path, const char **argv, const char **envp)');
 /** Replaces the process image; returns only by throwing. */
@@ -197,4 +222,104 @@ const exit_ = libc.func('void _exit(int status)');
 export function exitNow(status: number): never {
   exit_(status);
   throw new Error('_exit returned');
+}
+
+// ---- file-system calls relative to directory fds (the 9p device) ----
+// Each takes a directory fd (never AT_FDCWD in the 9p device: its policy
+// kills that) and one path component or "" with AT_EMPTY_PATH. Directory fds
+// are passed as `long`, so a negative fd reaches the kernel sign-extended,
+// which the policies' range checks rely on.
+export const O_WRONLY = 1;
+export const O_ACCMODE = 3;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_DSYNC = 0o10000;
+export const O_DIRECTORY = 0o200000;
+export const O_NOFOLLOW = 0o400000;
+export const O_SYNC = 0o4010000;
+export const O_PATH = 0o10000000;
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_REMOVEDIR = 0x200;
+export const AT_EMPTY_PATH = 0x1000;
+export const RESOLVE_NO_XDEV = 0x01;
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_NO_SYMLINKS = 0x04;
+export const RESOLVE_BENEATH = 0x08;
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
+export const STATX_BASIC_STATS = 0x7ff;
+export const STATX_BTIME = 0x800;
+export const UTIME_NOW = 0x3fffffff;
+export const UTIME_OMIT = 0x3ffffffe;
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const SEEK_SET = 0;
+
+const SYS_OPENAT2 = 437;
+const SYS_FCHMODAT2 = 452;
+const openat2_ = libc.func('syscall', 'long', ['long', 'long', 'str', 'void *', 'long']);
+const fchmodat2_ = libc.func('syscall', 'long', ['long', 'long', 'str', 'long', 'long']);
+const statx_ = libc.func('int statx(long dirfd, const char *path, int flags, unsigned int mask, void *buf)');
+const mkdirat_ = libc.func('int mkdirat(long dirfd, const char *path, uint32_t mode)');
+const mknodat_ = libc.func('int mknodat(long dirfd, const char *path, uint32_t mode, uint64_t dev)');
+const unlinkat_ = libc.func('int unlinkat(long dirfd, const char *path, int flags)');
+const renameat2_ = libc.func('int renameat2(long olddirfd, const char *oldpath, long newdirfd, const char *newpath, unsigned int flags)');
+const linkat_ = libc.func('int linkat(long olddirfd, const char *oldpath, long newdirfd, const char *newpath, int flags)');
+const symlinkat_ = libc.func('int symlinkat(const char *target, long newdirfd, const char *linkpath)');
+const readlinkat_ = libc.func('intptr_t readlinkat(long dirfd, const char *path, void *buf, size_t len)');
+const fchownat_ = libc.func('int fchownat(long dirfd, const char *path, uint32_t uid, uint32_t gid, int flags)');
+const utimensat_ = libc.func('int utimensat(long dirfd, const char *path, void *times, int flags)');
+const getdents64_ = libc.func('intptr_t getdents64(int fd, void *buf, size_t len)');
+const fstatfs_ = libc.func('int fstatfs(int fd, void *buf)');
+const lseek_ = libc.func('int64_t lseek(int fd, int64_t off, int whence)');
+const fsync_ = libc.func('int fsync(int fd)');
+const fdatasyncAsync_ = libc.func('int fdatasync(int fd)');
+const fcntlPtr = libc.func('fcntl', 'int', ['int', 'int', 'void *']);
+
+/** openat2(2): `how` is struct open_how { u64 flags, u64 mode, u64 resolve }. Returns the new fd. */
+export function openat2(dirfd: number, path: string, flags: number, mode: number, resolve: number): number {
+  const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), BigInt(mode), BigInt(resolve)]);
+  return Number(check('openat2', openat2_(SYS_OPENAT2, dirfd, path, how, 24)));
+}
+/** statx(2) into `buf` (256 bytes, struct statx). */
+export const statx = (dirfd: number, path: string, flags: number, mask: number, buf: Uint8Array): void =>
+  void check('statx', statx_(dirfd, path, flags, mask, buf));
+/** fchmodat2(2) (Linux 6.6+): with AT_EMPTY_PATH it changes the mode of what an O_PATH fd names. */
+export const fchmodat2 = (dirfd: number, path: string, mode: number, flags: number): void =>
+  void check('fchmodat2', fchmodat2_(SYS_FCHMODAT2, dirfd, path, mode, flags));
+export const mkdirat = (dirfd: number, path: string, mode: number): void => void check('mkdirat', mkdirat_(dirfd, path, mode));
+export const mknodat = (dirfd: number, path: string, mode: number): void => void check('mknodat', mknodat_(dirfd, path, mode, 0));
+export const unlinkat = (dirfd: number, path: string, flags: number): void => void check('unlinkat', unlinkat_(dirfd, path, flags));
+export const renameat2 = (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags = 0): void =>
+  void check('renameat2', renameat2_(olddirfd, oldpath, newdirfd, newpath, flags));
+export const linkat = (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags = 0): void =>
+  void check('linkat', linkat_(olddirfd, oldpath, newdirfd, newpath, flags));
+export const symlinkat = (target: string, newdirfd: number, linkpath: string): void => void check('symlinkat', symlinkat_(target, newdirfd, linkpath));
+/** readlinkat(2) into `buf`; returns the target's length (truncated to buf's). */
+export const readlinkat = (dirfd: number, path: string, buf: Uint8Array): number => Number(check('readlinkat', readlinkat_(dirfd, path, buf, buf.length)));
+export const fchownat = (dirfd: number, path: string, uid: number, gid: number, flags: number): void =>
+  void check('fchownat', fchownat_(dirfd, path, uid, gid, flags));
+/** utimensat(2); `times` is two struct timespec (4 × i64). */
+export const utimensat = (dirfd: number, path: string, times: BigInt64Array, flags: number): void =>
+  void check('utimensat', utimensat_(dirfd, path, times, flags));
+/** getdents64(2) into `buf`; returns the bytes filled (0 at the end). */
+export const getdents64 = (fd: number, buf: Uint8Array): number => Number(check('getdents64', getdents64_(fd, buf, buf.length)));
+/** fstatfs(2) into `buf` (120 bytes, struct statfs). */
+export const fstatfs = (fd: number, buf: Uint8Array): void => void check('fstatfs', fstatfs_(fd, buf));
+export const lseek = (fd: number, off: number, whence: number): number => Number(check('lseek', lseek_(fd, off, whence)));
+/** fcntl with a struct flock (32 bytes) argument: F_OFD_SETLK, F_OFD_GETLK. */
+export const fcntlLock = (fd: number, cmd: number, flock: Uint8Array): void => void check('fcntl', fcntlPtr(fd, cmd, flock));
+/** fsync(2) or fdatasync(2) on libuv's pool; `done` gets 0 or -errno. */
+export function fsyncAsync(fd: number, dataOnly: boolean, done: (res: number) => void): void {
+  (dataOnly ? fdatasyncAsync_ : fsync_).async(fd, (err: unknown, r: number) => done(err ? -5 : r < 0 ? -koffi.errno() : 0));
 }

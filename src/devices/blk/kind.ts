@@ -21,5 +21,5 @@ export const blkKind: DeviceKindModule<BlkOptions> = {
     }
     return serial === undefined ? { readOnly } : { readOnly, serial };
   },
-  createBackend: (fd, options, numQueues) => new BlkBackend(fd, options, numQueues),
+  createBackend: ({ fd, options, numQueues }) => new BlkBackend(fd, options, numQueues),
 };

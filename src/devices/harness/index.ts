@@ -4,3 +4,4 @@ export { DeviceHarness, DeviceStartError, DEVICE_TEST_SECCOMP, FOUR_GIB, MiB, ty
 export { DriverQueue, type Buf, type RawDesc, type UsedElem, type RingAddresses } from './driver-queue.js';
 export { BlkDriver, dwzSegments, type BlkReply, type BlkRequestSpec, type PendingRequest } from './blk-driver.js';
 export { deviceEntry } from '../../core/jail/launch.js';
+export { NetDriver, testFrame, type ReceivedFrame } from './net-driver.js';

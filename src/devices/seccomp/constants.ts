@@ -17,6 +17,7 @@ export const POLICY_CONSTANTS: Readonly<Record<string, bigint>> = Object.freeze(
   CLONE_NEWUSER: 0x10000000n, CLONE_NEWPID: 0x20000000n, CLONE_NEWNET: 0x40000000n,
   // ioctl requests on fds a device holds
   TCGETS: 0x5401n, TIOCGWINSZ: 0x5413n, FIONREAD: 0x541bn, FIONBIO: 0x5421n,
+  TUNSETOFFLOAD: 0x400454d0n,
   FIONCLEX: 0x5450n, FIOCLEX: 0x5451n,
   // fcntl
   F_DUPFD: 0n, F_GETFD: 1n, F_SETFD: 2n, F_GETFL: 3n, F_SETFL: 4n, F_DUPFD_CLOEXEC: 1030n,

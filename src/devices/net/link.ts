@@ -1,0 +1,54 @@
+// How frames cross between the guest's buffers and the backend fd: a
+// FrameLink moves one frame at a time, on a non-blocking fd, and never
+// blocks. Two kinds: tap (tap-link.ts) and passt's socket (passt-link.ts).
+// Both see guest buffers as zero-copy views with host addresses
+// (GuestMemory.hostAddress), for readv/writev straight to and from them.
+
+/** Where a received frame goes: the buffers of the receive chains taken so far, in order. */
+export interface RxTarget {
+  bufs: Uint8Array[];
+  /** Sum of the buffers' lengths. */
+  capacity: number;
+}
+
+/** receive(): nothing to read now (wait for POLLIN). */
+export const RX_AGAIN = 0;
+/** receive(): a frame came that does not fit the target; it was dropped. */
+export const RX_DROPPED = -1;
+
+export interface FrameLink {
+  /**
+   * Places the next frame, virtio-net header first (NET_HDR_BYTES; its
+   * num_buffers is the caller's), in `target`. Returns the bytes placed,
+   * RX_AGAIN or RX_DROPPED. Throws LinkDown when the backend is gone.
+   */
+  receive(target: RxTarget): number;
+  /**
+   * Sends the frame in a transmit chain's buffers (virtio-net header
+   * first). Returns true once all of it is with the backend (or it was
+   * refused and counted), false when the backend cannot take more now
+   * (call again on POLLOUT with the same chain). Throws LinkDown.
+   */
+  send(bufs: Uint8Array[], bytes: number): boolean;
+  /** Frames refused by the backend on send (malformed, too large). */
+  readonly txRefused: number;
+}
+
+/** The backend hung up or failed: the link is down for good. */
+export class LinkDown extends Error {
+  override name = 'LinkDown';
+}
+
+/** Writes a little-endian u16 at `offset` of a frame scattered over `bufs`. */
+export function setU16(bufs: Uint8Array[], offset: number, value: number): void {
+  const bytes = [value & 0xff, value >> 8];
+  let at = 0;
+  for (const b of bufs) {
+    for (let i = 0; i < 2; i++) {
+      const pos = offset + i - at;
+      if (pos >= 0 && pos < b.length) b[pos] = bytes[i]!;
+    }
+    at += b.length;
+    if (at >= offset + 2) return;
+  }
+}

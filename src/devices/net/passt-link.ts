@@ -1,0 +1,121 @@
+// Frames through passt's socket (a connected AF_UNIX stream): each frame is
+// a 4-byte big-endian length, then the raw Ethernet frame, no vnet header
+// and no offloads. Sending is zero-copy (writev of the length and the guest's
+// buffers past the header) and resumes where a partial write stopped, since
+// a stream may take part of a frame. Receiving reads as much as the socket
+// has into a staging buffer (one system call for many small frames) and
+// copies each frame after a zeroed virtio-net header into the guest's buffers.
+import type { GuestMemory } from '../guest-memory.js';
+import { EAGAIN, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, view } from '../../sys/libc.js';
+import { IovecList, readv, writev } from '../../sys/iovec.js';
+import { MAX_GSO_FRAME, NET_HDR_BYTES } from './constants.js';
+import { LinkDown, RX_AGAIN, RX_DROPPED, type FrameLink, type RxTarget } from './link.js';
+
+const LEN_BYTES = 4;
+/** passt's own limit is 65520 bytes of MTU; anything longer is a broken stream. */
+const MAX_FRAME = MAX_GSO_FRAME;
+const STAGE_BYTES = 4 * (LEN_BYTES + MAX_FRAME);
+
+export class PasstLink implements FrameLink {
+  private readonly iov = new IovecList();
+  /** Device-owned memory with known host addresses: the staging buffer, then the outgoing length word. */
+  private readonly base = Number(mmap(STAGE_BYTES + LEN_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1));
+  private readonly bytes = new Uint8Array(view(BigInt(this.base), STAGE_BYTES + LEN_BYTES));
+  private readonly stage = this.bytes.subarray(0, STAGE_BYTES);
+  private readonly stageView = new DataView(this.stage.buffer, this.stage.byteOffset, STAGE_BYTES);
+  private readonly lenWord = new DataView(this.bytes.buffer, STAGE_BYTES, LEN_BYTES);
+  /** Staged bytes: [start, end) of `stage`. */
+  private start = 0;
+  private end = 0;
+  /** Bytes of the frame being sent already written (length word included). */
+  private sent = 0;
+  txRefused = 0;
+
+  constructor(
+    private readonly fd: number,
+    private readonly mem: GuestMemory,
+  ) {}
+
+  receive(target: RxTarget): number {
+    for (;;) {
+      const have = this.end - this.start;
+      if (have >= LEN_BYTES) {
+        const len = this.stageView.getUint32(this.start, false);
+        if (len === 0 || len > MAX_FRAME) throw new LinkDown(`passt sent a frame length of ${len}: the stream is broken`);
+        if (have >= LEN_BYTES + len) {
+          const frame = this.stage.subarray(this.start + LEN_BYTES, this.start + LEN_BYTES + len);
+          this.start += LEN_BYTES + len;
+          if (len + NET_HDR_BYTES > target.capacity) return RX_DROPPED;
+          copyFrame(frame, target.bufs);
+          return len + NET_HDR_BYTES;
+        }
+      }
+      if (!this.fill()) return RX_AGAIN;
+    }
+  }
+
+  /** Reads more of the stream; false when nothing is there now. */
+  private fill(): boolean {
+    if (this.start > 0) {
+      this.stage.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    const iov = this.iov.clear();
+    iov.push(this.base + this.end, STAGE_BYTES - this.end);
+    const n = readv(this.fd, iov);
+    if (n === -EAGAIN) return false;
+    if (n <= 0) throw new LinkDown(n === 0 ? 'passt closed its socket' : `reading from passt failed (errno ${-n})`);
+    this.end += n;
+    return true;
+  }
+
+  send(bufs: Uint8Array[], bytes: number): boolean {
+    const len = bytes - NET_HDR_BYTES;
+    if (len <= 0 || len > MAX_FRAME) {
+      this.txRefused++;
+      return true;
+    }
+    this.lenWord.setUint32(0, len, false);
+    const iov = this.iov.clear();
+    let skip = this.sent;
+    if (skip < LEN_BYTES) iov.push(this.base + STAGE_BYTES + skip, LEN_BYTES - skip);
+    skip = Math.max(0, skip - LEN_BYTES) + NET_HDR_BYTES;
+    for (const b of bufs) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      iov.push(this.mem.hostAddress(b) + skip, b.length - skip);
+      skip = 0;
+    }
+    const n = writev(this.fd, iov);
+    if (n === -EAGAIN) return false;
+    if (n < 0) throw new LinkDown(`writing to passt failed (errno ${-n})`);
+    this.sent += n;
+    if (this.sent < LEN_BYTES + len) return false;
+    this.sent = 0;
+    return true;
+  }
+}
+
+/** Copies a zeroed virtio-net header and `frame` into `bufs`, in order. */
+function copyFrame(frame: Uint8Array, bufs: Uint8Array[]): void {
+  let hdr = NET_HDR_BYTES;
+  let at = 0;
+  for (const b of bufs) {
+    let pos = 0;
+    if (hdr > 0) {
+      const n = Math.min(hdr, b.length);
+      b.fill(0, 0, n);
+      hdr -= n;
+      pos = n;
+    }
+    if (pos < b.length && at < frame.length) {
+      const n = Math.min(b.length - pos, frame.length - at);
+      b.set(frame.subarray(at, at + n), pos);
+      at += n;
+    }
+    if (hdr === 0 && at === frame.length) return;
+  }
+}
