@@ -8,6 +8,7 @@ import type { DeviceKind } from '../ipc/messages.js';
 import type { DeviceBackend } from './backend.js';
 import type { GuestMemory } from './guest-memory.js';
 import { blkKind } from './blk/kind.js';
+import { p9Kind } from './p9/kind.js';
 import { netKind } from './net/kind.js';
 
 export interface BackendContext<O> {
@@ -32,7 +33,7 @@ export interface DeviceKindModule<O = unknown> {
 
 // Each module checks its own options before they reach its backend, so the
 // list may forget their types (method parameters are bivariant).
-const MODULES: readonly DeviceKindModule[] = [blkKind, netKind];
+const MODULES: readonly DeviceKindModule[] = [blkKind, netKind, p9Kind];
 
 export const DEVICE_KIND_NAMES: readonly string[] = MODULES.map((m) => m.kind);
 

@@ -316,7 +316,8 @@ export const utimensat = (dirfd: number, path: string, times: BigInt64Array, fla
 export const getdents64 = (fd: number, buf: Uint8Array): number => Number(check('getdents64', getdents64_(fd, buf, buf.length)));
 /** fstatfs(2) into `buf` (120 bytes, struct statfs). */
 export const fstatfs = (fd: number, buf: Uint8Array): void => void check('fstatfs', fstatfs_(fd, buf));
-export const lseek = (fd: number, off: number, whence: number): number => Number(check('lseek', lseek_(fd, off, whence)));
+/** lseek(2); the offset may be a bigint (directory cookies use all 63 bits). */
+export const lseek = (fd: number, off: number | bigint, whence: number): void => void check('lseek', lseek_(fd, off, whence));
 /** fcntl with a struct flock (32 bytes) argument: F_OFD_SETLK, F_OFD_GETLK. */
 export const fcntlLock = (fd: number, cmd: number, flock: Uint8Array): void => void check('fcntl', fcntlPtr(fd, cmd, flock));
 /** fsync(2) or fdatasync(2) on libuv's pool; `done` gets 0 or -errno. */

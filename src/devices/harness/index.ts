@@ -5,3 +5,4 @@ export { DriverQueue, type Buf, type RawDesc, type UsedElem, type RingAddresses 
 export { BlkDriver, dwzSegments, type BlkReply, type BlkRequestSpec, type PendingRequest } from './blk-driver.js';
 export { deviceEntry } from '../../core/jail/launch.js';
 export { NetDriver, testFrame, type ReceivedFrame } from './net-driver.js';
+export { P9Client, P9ClientError, QueueTransport, SocketTransport, errnoOf, type P9Attr, type P9Dirent, type P9SetAttr, type P9Transport } from './p9-driver.js';

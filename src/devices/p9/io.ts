@@ -1,0 +1,27 @@
+// Reads and writes of an open file straight to and from the buffers a
+// transport hands over (the guest's own descriptor buffers, or a socket's
+// receive buffer): their host addresses go into one iovec list, and
+// preadv/pwritev run on libuv's pool, so a request never copies its data and
+// many run at once.
+import koffi from 'koffi';
+import { IovecList, preadvAsync, pwritevAsync } from '../../sys/iovec.js';
+
+function iovecOf(views: Uint8Array[]): IovecList {
+  const iov = new IovecList(Math.max(1, views.length));
+  for (const v of views) if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
+  return iov;
+}
+
+/** preadv into `views` at `offset`; resolves to bytes read or -errno. */
+export function readInto(fd: number, views: Uint8Array[], offset: number): Promise<number> {
+  const iov = iovecOf(views);
+  if (iov.bytes === 0) return Promise.resolve(0);
+  return new Promise((resolve) => preadvAsync(fd, iov, offset, resolve));
+}
+
+/** pwritev from `views` at `offset`; resolves to bytes written or -errno. */
+export function writeFrom(fd: number, views: Uint8Array[], offset: number): Promise<number> {
+  const iov = iovecOf(views);
+  if (iov.bytes === 0) return Promise.resolve(0);
+  return new Promise((resolve) => pwritevAsync(fd, iov, offset, resolve));
+}

@@ -1,0 +1,29 @@
+// virtio-9p as a device kind: its options ({ tag, readOnly }) and its backend
+// on the share's root directory fd, which the core opened.
+import type { DeviceKindModule } from '../kinds.js';
+import { P9Backend } from './backend.js';
+import { tagProblem } from './config-space.js';
+
+export interface P9Options {
+  /** The mount tag the guest mounts by. */
+  tag: string;
+  /** Refuse every change with EROFS. */
+  readOnly: boolean;
+}
+
+export function parseP9Options(raw: unknown): P9Options {
+  if (typeof raw !== 'object' || raw === null) throw new Error('p9 must be an object');
+  const { tag, readOnly, ...rest } = raw as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw new Error(`unknown field p9.${Object.keys(rest)[0]}`);
+  if (typeof readOnly !== 'boolean') throw new Error('p9.readOnly must be a boolean');
+  if (typeof tag !== 'string') throw new Error('p9.tag must be a string');
+  const problem = tagProblem(tag);
+  if (problem) throw new Error(`p9.tag: ${problem}`);
+  return { tag, readOnly };
+}
+
+export const p9Kind: DeviceKindModule<P9Options> = {
+  kind: 'p9',
+  parseOptions: parseP9Options,
+  createBackend: ({ fd, options, log }) => new P9Backend(fd, options, log),
+};
