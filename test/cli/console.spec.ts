@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
 import { runSplitvm, SPLITVM } from '../helpers/run-splitvm.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 
 // Polls LSR.DR, reads RBR, upper-cases letters and writes them back to THR;
@@ -32,6 +33,9 @@ ${RESET}`;
 
 describe('serial console', function () {
   this.timeout(60000);
+  before(function () {
+    requireKvm(this);
+  });
 
   it('carries stdin to the guest and the guest\'s output to stdout', async function () {
     const elf = tinyGuest('echo', ECHO_UPPER);

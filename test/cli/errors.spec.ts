@@ -81,13 +81,21 @@ describe('splitvm run: user errors', function () {
     assertOneSentence(r, 1, /\/dev\/kvm does not exist/);
   });
 
+  it('a /dev/kvm that is not KVM', async function () {
+    const fake = join(dir, 'not-kvm');
+    writeFileSync(fake, '');
+    const r = await runSplitvm(['run', '--kernel', elf], { wrapper: ['bwrap', '--dev-bind', '/', '/', '--dev', '/dev', '--bind', fake, '/dev/kvm', '--'] });
+    assertOneSentence(r, 1, /\/dev\/kvm is not a KVM device/);
+  });
+
   it('no permission on /dev/kvm', async function () {
-    // A /dev/kvm nobody may open, in a mount namespace of the test's own.
+    // A /dev/kvm nobody may open, in a mount namespace of the test's own,
+    // over a /dev of bwrap's own (so the mount point is never made on the host).
     const kvm = join(dir, 'kvm-no-access');
     writeFileSync(kvm, '');
     chmodSync(kvm, 0o000);
     const r = await runSplitvm(['run', '--kernel', elf], {
-      wrapper: ['bwrap', '--dev-bind', '/', '/', '--bind', kvm, '/dev/kvm', '--', ...WITHOUT_FILE_PERMISSION_OVERRIDE],
+      wrapper: ['bwrap', '--dev-bind', '/', '/', '--dev', '/dev', '--bind', kvm, '/dev/kvm', '--', ...WITHOUT_FILE_PERMISSION_OVERRIDE],
     });
     assertOneSentence(r, 1, /no permission to open \/dev\/kvm/);
   });

@@ -6,9 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { logRecords, runSplitvm } from '../helpers/run-splitvm.js';
 import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 describe('splitvm run --seccomp', function () {
   this.timeout(30000);
+  before(function () {
+    requireKvm(this);
+  });
   const disk = join(mkdtempSync(join(tmpdir(), 'splitvm-seccomp-')), 'disk.img');
   writeFileSync(disk, Buffer.alloc(1024 * 1024));
   const elf = tinyGuest('reset', RESET);

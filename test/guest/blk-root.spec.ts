@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultGuest } from '../../src/core/cli.js';
 import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 function superblock(image: string): { mountCount: number; lastMount: string } {
   const out = execFileSync('dumpe2fs', ['-h', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
@@ -25,6 +26,9 @@ function superblock(image: string): { mountCount: number; lastMount: string } {
 
 describe('guest: ext4 root on virtio-blk from a jailed device process; a killed device is contained', function () {
   this.timeout(300000);
+  before(function () {
+    requireKvm(this);
+  });
   let r: RunResult;
   const dir = mkdtempSync(join(tmpdir(), 'splitvm-blk-guest-'));
   const root = join(dir, 'root.ext4');

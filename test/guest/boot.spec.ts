@@ -8,9 +8,13 @@ import assert from 'node:assert/strict';
 import { defaultGuest } from '../../src/core/cli.js';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
 import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 describe('guest: default kernel boot (2 vCPUs, 96 MiB)', function () {
   this.timeout(300000);
+  before(function () {
+    requireKvm(this);
+  });
   let r: RunResult;
   let startedAt: Date;
 

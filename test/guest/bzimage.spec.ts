@@ -6,9 +6,13 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { defaultGuest } from '../../src/core/cli.js';
 import { logRecords, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 describe('guest: the default kernel as a bzImage', function () {
   this.timeout(300000);
+  before(function () {
+    requireKvm(this);
+  });
   let r: RunResult;
 
   before(async function () {

@@ -10,9 +10,13 @@ import { execFileSync } from 'node:child_process';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
 import { RESET, tinyGuest } from '../helpers/tiny-guest.js';
 import { logRecords, runSplitvm } from '../helpers/run-splitvm.js';
+import { requireKvm } from '../helpers/kvm.js';
 
 describe('host quirks (software KVM)', function () {
   this.timeout(60000);
+  before(function () {
+    requireKvm(this);
+  });
 
   before(function () {
     if (!isSoftwareKvmHost()) {

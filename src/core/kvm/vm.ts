@@ -20,7 +20,13 @@ export class Kvm {
       if (errno === 13 || errno === 1) throw new KvmUnavailableError(`no permission to open ${path}: add yourself to the kvm group or run as root`);
       throw new KvmUnavailableError(`cannot open ${path}: ${(e as Error).message}`);
     }
-    const version = libc.ioctl(fd, k.KVM_GET_API_VERSION);
+    let version: number;
+    try {
+      version = libc.ioctl(fd, k.KVM_GET_API_VERSION);
+    } catch {
+      libc.close(fd);
+      throw new KvmUnavailableError(`${path} is not a KVM device: this host's KVM module is not loaded or did not bind`);
+    }
     if (version !== k.KVM_API_VERSION) throw new KvmUnavailableError(`${path} speaks KVM API ${version}, splitvm needs ${k.KVM_API_VERSION}`);
     return new Kvm(fd);
   }
