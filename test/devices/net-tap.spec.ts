@@ -10,15 +10,17 @@
 // only the test's main thread into it for the synchronous openTap call
 // (setns(2) on the calling thread through koffi, then back); host-side UDP
 // sockets are made the same way (a synchronous lookup makes dgram's bind,
-// where libuv creates the socket, run inside the switch). after() deletes
-// the tap and the namespace whether the tests passed or not.
+// where libuv creates the socket, run inside the switch). A second tap,
+// held by the test, is where the namespace routes 10.198.N.0/24 (to see what
+// the host forwards); a third is removed under a device. after() deletes the
+// taps and the namespace whether the tests passed or not.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import { openTap } from '../../src/core/kinds/net.js';
-import { DeviceHarness, NetDriver, type ActivateOptions, type ReceivedFrame } from '../../src/devices/harness/index.js';
+import { DeviceHarness, NetDriver, testFrame, type ActivateOptions, type ReceivedFrame } from '../../src/devices/harness/index.js';
 import * as C from '../../src/devices/net/constants.js';
 import { hasFeature } from '../../src/ipc/messages.js';
 import * as libc from '../../src/sys/libc.js';
@@ -33,6 +35,8 @@ const GUEST_MAC = '02:53:56:00:00:02';
 const TAP2 = `svu${process.pid}`;
 const FAR_IP = `10.198.${N}.2`;
 const FAR_MAC = '02:53:56:00:00:03';
+/** A tap a test removes under the device. */
+const TAP3 = `svw${process.pid}`;
 
 // ---- the test's network namespace ----
 
@@ -257,7 +261,7 @@ describe('virtio-net device process on a real tap', function () {
   after(function () {
     if (tap2 >= 0) libc.close(tap2);
     if (!made) return;
-    for (const t of [TAP, TAP2]) {
+    for (const t of [TAP, TAP2, TAP3]) {
       try {
         ip('link', 'del', t);
       } catch {
@@ -273,8 +277,8 @@ describe('virtio-net device process on a real tap', function () {
     for (const s of sockets.splice(0)) s.close();
   });
 
-  async function tapDevice(activate: ActivateOptions = {}): Promise<{ h: DeviceHarness; d: NetDriver; offloads: number }> {
-    const { fd, offloads } = inNetns(() => openTap(TAP));
+  async function tapDevice(activate: ActivateOptions = {}, tap = TAP): Promise<{ h: DeviceHarness; d: NetDriver; offloads: number }> {
+    const { fd, offloads } = inNetns(() => openTap(tap));
     let h: DeviceHarness;
     try {
       h = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: fd, options: { backend: 'tap', mac: GUEST_MAC, mtu: 1500, tapOffloads: offloads } });
@@ -409,6 +413,23 @@ describe('virtio-net device process on a real tap', function () {
     assert.equal(sum16(p.ip!.l4, pseudoSum(ipBytes(HOST_IP), ipBytes(GUEST_IP), 17, p.ip!.l4.length)), 0xffff, 'UDP checksum verifies');
   });
 
+  it('without MRG_RXBUF drops and counts a frame larger than the buffer, and delivers the next', async () => {
+    const offered = (await tapDevice()).h.hello.deviceFeatures;
+    await Promise.all(open.splice(0).map((h) => h.close()));
+    const features = without(offered, C.VIRTIO_NET_F_MRG_RXBUF, C.VIRTIO_NET_F_GUEST_TSO4, C.VIRTIO_NET_F_GUEST_TSO6, C.VIRTIO_NET_F_GUEST_ECN, C.VIRTIO_NET_F_GUEST_UFO);
+    const { h, d } = await tapDevice({ features });
+    d.postRx(2, 600);
+    const s = await socket();
+    const big = randomBytes(1000);
+    const small = randomBytes(300);
+    s.send(big, 5560, GUEST_IP, () => s.send(small, 5560, GUEST_IP));
+    const { r, p } = await receiveWhere(d, isUdpTo(5560));
+    assert.equal(hex(udpOf(p)!.payload), hex(small));
+    assert.equal(r.numBuffers, 1);
+    const st = await h.stats();
+    assert.equal(st.rxDropped, 1, JSON.stringify(st));
+  });
+
   it('with MRG_RXBUF spreads a frame over several 256-byte buffers', async () => {
     const { d } = await tapDevice();
     d.postRx(48, 256);
@@ -511,5 +532,20 @@ describe('virtio-net device process on a real tap', function () {
     assert.equal(rinfo.port, 40004);
     assert.equal(heard, 1, 'the refused frame never reached the host');
     assert.equal((await h.stats()).linkUp, 1);
+  });
+
+  it('takes the link down when the tap is removed, and tells the driver', async () => {
+    ip('tuntap', 'add', 'dev', TAP3, 'mode', 'tap');
+    ip('link', 'set', TAP3, 'up');
+    const { h, d } = await tapDevice({}, TAP3);
+    d.postRx(4, 2048);
+    assert.equal((await h.stats()).linkUp, 1);
+    ip('link', 'del', TAP3);
+    const m = await h.next('config-changed');
+    assert.equal(Buffer.from((m as { config: Uint8Array }).config).readUInt16LE(C.CONFIG.status), 0);
+    await d.send(testFrame(60, 1)); // dropped, but the chain comes back
+    const st = await h.stats();
+    assert.deepEqual([st.linkUp, st.linkDowns], [0, 1]);
+    assert.ok(h.alive, 'the device process lives on');
   });
 });
