@@ -413,6 +413,25 @@ describe('virtio-net device process on a real tap', function () {
     assert.equal(sum16(p.ip!.l4, pseudoSum(ipBytes(HOST_IP), ipBytes(GUEST_IP), 17, p.ip!.l4.length)), 0xffff, 'UDP checksum verifies');
   });
 
+  for (const [what, dropped] of [
+    ['segmentation offload without checksum offload', [C.VIRTIO_NET_F_GUEST_CSUM]],
+    ['ECN without segmentation offload', [C.VIRTIO_NET_F_GUEST_TSO4, C.VIRTIO_NET_F_GUEST_TSO6]],
+  ] as const) {
+    it(`a guest that accepts ${what} (offloads the tap refuses together) gets complete frames, and the device lives`, async () => {
+      const offered = (await tapDevice()).h.hello.deviceFeatures;
+      await Promise.all(open.splice(0).map((h) => h.close()));
+      const { h, d } = await tapDevice({ features: without(offered, ...dropped) });
+      d.postRx(16, 2048);
+      const s = await socket();
+      const payload = randomBytes(321);
+      s.send(payload, 5557, GUEST_IP);
+      const { r, p } = await receiveWhere(d, isUdpTo(5557));
+      if (dropped.includes(C.VIRTIO_NET_F_GUEST_CSUM as never)) assert.equal(r.header[0]! & NEEDS_CSUM, 0, 'no partial checksums without GUEST_CSUM');
+      assert.equal(hex(udpOf(p)!.payload), hex(payload));
+      assert.equal((await h.stats()).linkUp, 1);
+    });
+  }
+
   it('without MRG_RXBUF drops and counts a frame larger than the buffer, and delivers the next', async () => {
     const offered = (await tapDevice()).h.hello.deviceFeatures;
     await Promise.all(open.splice(0).map((h) => h.close()));

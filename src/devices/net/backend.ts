@@ -104,10 +104,20 @@ export class NetBackend implements DeviceBackend {
   activate(features: number): void {
     this.features = features;
     if (this.opts.backend === 'tap') {
-      // What the tap may hand us is what the guest said it can take.
+      // What the tap may hand us is what the guest said it can take — as far
+      // as it is a combination the tap accepts (segmentation needs checksum
+      // offload, ECN needs segmentation); a guest that accepts the rest alone
+      // gets none of it rather than a tap that refuses the call.
       let offload = 0;
       for (const [flag, feature] of TAP_GUEST_OFFLOADS) if (hasFeature(features, feature)) offload |= flag;
-      ioctl(this.fd, C.TUNSETOFFLOAD, offload);
+      if (!(offload & C.TUN_F_CSUM)) offload = 0;
+      if (!(offload & (C.TUN_F_TSO4 | C.TUN_F_TSO6))) offload &= ~C.TUN_F_TSO_ECN;
+      try {
+        ioctl(this.fd, C.TUNSETOFFLOAD, offload);
+      } catch (e) {
+        this.log.warn({ offload, err: (e as Error).message }, 'the tap refused the receive offloads: none are used');
+        ioctl(this.fd, C.TUNSETOFFLOAD, 0);
+      }
     }
   }
 
@@ -163,8 +173,10 @@ export class NetBackend implements DeviceBackend {
 
   /** Sends one chain; false when the backend cannot take it now. */
   private trySend(chain: DescriptorChain): boolean {
+    const refused = this.link.txRefused;
     try {
       if (!this.link.send(chain.readable, chain.readableBytes)) return false;
+      if (this.link.txRefused !== refused) return true; // counted there, not sent
     } catch (e) {
       if (!(e instanceof LinkDown)) throw e;
       this.down(e);
