@@ -273,7 +273,9 @@ const statx_ = libc.func('int statx(long dirfd, const char *path, int flags, uns
 const mkdirat_ = libc.func('int mkdirat(long dirfd, const char *path, uint32_t mode)');
 const mknodat_ = libc.func('int mknodat(long dirfd, const char *path, uint32_t mode, uint64_t dev)');
 const unlinkat_ = libc.func('int unlinkat(long dirfd, const char *path, int flags)');
-const renameat2_ = libc.func('int renameat2(long olddirfd, const char *oldpath, long newdirfd, const char *newpath, unsigned int flags)');
+// glibc's renameat2 calls renameat when flags is 0: the raw call keeps one system call to filter
+const SYS_RENAMEAT2 = 316;
+const renameat2_ = libc.func('syscall', 'long', ['long', 'long', 'str', 'long', 'str', 'long']);
 const linkat_ = libc.func('int linkat(long olddirfd, const char *oldpath, long newdirfd, const char *newpath, int flags)');
 const symlinkat_ = libc.func('int symlinkat(const char *target, long newdirfd, const char *linkpath)');
 const readlinkat_ = libc.func('intptr_t readlinkat(long dirfd, const char *path, void *buf, size_t len)');
@@ -301,7 +303,7 @@ export const mkdirat = (dirfd: number, path: string, mode: number): void => void
 export const mknodat = (dirfd: number, path: string, mode: number): void => void check('mknodat', mknodat_(dirfd, path, mode, 0));
 export const unlinkat = (dirfd: number, path: string, flags: number): void => void check('unlinkat', unlinkat_(dirfd, path, flags));
 export const renameat2 = (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags = 0): void =>
-  void check('renameat2', renameat2_(olddirfd, oldpath, newdirfd, newpath, flags));
+  void check('renameat2', renameat2_(SYS_RENAMEAT2, olddirfd, oldpath, newdirfd, newpath, flags));
 export const linkat = (olddirfd: number, oldpath: string, newdirfd: number, newpath: string, flags = 0): void =>
   void check('linkat', linkat_(olddirfd, oldpath, newdirfd, newpath, flags));
 export const symlinkat = (target: string, newdirfd: number, linkpath: string): void => void check('symlinkat', symlinkat_(target, newdirfd, linkpath));
