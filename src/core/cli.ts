@@ -223,6 +223,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return 0;
     }
+    if (command === 'device' && rest[0] === '9p') return await (await import('./p9-listen.js')).main(rest.slice(1));
     if (command !== 'run') {
       throw new UsageError(command ? `unknown command "${command}" (try: splitvm run --help)` : 'no command given (try: splitvm run --help)');
     }

@@ -86,7 +86,7 @@ export class P9Session {
     const R = (): Writer => reply(type + 1, tag);
     switch (type) {
       case T.version: return done(this.version(R(), r));
-      case T.auth: throw new P9Error(E.OPNOTSUPP, 'no authentication: the share is reached only through its transport');
+      case T.auth: throw new P9Error(E.NOENT, 'no authentication required'); // ENOENT: what 9P clients (diod's) take for "none needed"
       case T.attach: return done(this.attach(R(), r));
       case T.flush: r.u16(); return done(R()); // requests are not cancelled: each is answered, then Rflush
       case T.walk: return done(this.walk(R(), r));
