@@ -8,11 +8,13 @@ export type SeccompMode = 'enforce' | 'log' | 'off';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 /**
  * Test-only: what a taken-over device might try right after its policy is
- * installed, to prove the jail stops it: three calls the policy kills, and a
- * write that would grow the disk image, which its file-size limit refuses.
+ * installed, to prove the jail stops it: three calls the policy kills, a
+ * write that would grow the disk image, which its file-size limit refuses,
+ * and two calls the 9p policy kills by their arguments (openat2 from the
+ * working directory, mknodat of a device node in the share).
  */
-export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image';
-const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image'];
+export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image' | 'openat2-cwd' | 'mknod-device';
+const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image', 'openat2-cwd', 'mknod-device'];
 
 export interface DeviceConfig {
   kind: DeviceKind;
@@ -71,7 +73,7 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   if (typeof logLevel !== 'string' || !LEVELS.includes(logLevel)) throw new ConfigError(`device config: logLevel must be one of ${LEVELS.join(', ')}`);
   const probe = c.testAttemptAfterJail;
   if (probe !== undefined && (typeof probe !== 'string' || !JAIL_PROBES.includes(probe))) {
-    throw new ConfigError('device config: testAttemptAfterJail must be "socket", "execve", "open" or "grow-image"');
+    throw new ConfigError(`device config: testAttemptAfterJail must be one of ${JAIL_PROBES.join(', ')}`);
   }
   let options: unknown;
   try {

@@ -41,6 +41,8 @@ function attemptAfterJail(probe: JailProbe, log: Logger): void {
     if (probe === 'socket') libc.close(libc.socket(libc.AF_INET, libc.SOCK_STREAM));
     else if (probe === 'open') fs.closeSync(fs.openSync('/etc/hostname', 'r'));
     else if (probe === 'grow-image') libc.pwrite(FD_BACKEND, Uint8Array.of(0x42), 2 ** 40); // far past any test image's end
+    else if (probe === 'openat2-cwd') libc.close(libc.openat2(libc.AT_FDCWD, '/etc/hostname', libc.O_RDONLY, 0, 0));
+    else if (probe === 'mknod-device') libc.mknodat(FD_BACKEND, 'splitvm-probe-null', libc.S_IFCHR | 0o666); // in the share (9p)
     else libc.execve('/nonexistent/splitvm-probe', ['probe']);
   } catch (e) {
     log.warn({ probe, err: (e as Error).message }, 'test probe: the call failed but the process lives');
