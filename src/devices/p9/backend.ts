@@ -78,7 +78,10 @@ export class P9Backend implements DeviceBackend {
   configWrite(): void {
     // the mount tag is read-only
   }
-  activate(): void {}
+  /** A driver (re)starting the device starts a new session: every fid of the last one is clunked. */
+  activate(): void {
+    this.session.close();
+  }
 
   describe(): Record<string, unknown> {
     return { tag: this.opts.tag, readOnly: this.opts.readOnly };
