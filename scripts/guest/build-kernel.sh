@@ -18,6 +18,19 @@
 #   the result into place atomically. A lock (flock) on <cache>/build.lock
 #   makes concurrent runs wait for one another instead of building twice.
 #
+# >>> userspace variant
+# Usage: scripts/guest/build-kernel.sh --userspace
+#   Builds the test guest instead: kernel.config with scripts/guest/
+#   userspace.config on top (what busybox and fio need; booted under QEMU
+#   TCG, see test/helpers/qemu-guest.ts), into its own cache directory
+#   <cache>/guest-user-<hash>, printed the same way. <hash> then covers
+#   userspace.config and this whole script too. It compiles in
+#   <cache>/src-6.1-user, hard links to the unpacked source's files (kbuild
+#   refuses an O= build beside src-6.1's in-tree build), so both builds stay
+#   incremental. The default build's <hash> covers this script without the
+#   blocks marked `userspace variant`: adding the variant did not change it.
+#
+# <<< userspace variant
 # Boot the result with (see /work/shared/HOST-KVM.md for why):
 #   console=ttyS0 reboot=k panic=-1 noxsave nofsgsbase nopku noinvpcid
 #   clearcpuid=308,141,151
@@ -76,11 +89,43 @@ compute_hash() {
 }
 
 is_complete() { [[ -f "$1/vmlinux" && -f "$1/bzImage" && -f "$1/initramfs.cpio" ]]; }
+# >>> userspace variant
+
+variant=
+case $# in
+    0) ;;
+    1) [[ $1 == --userspace ]] || die "unknown argument: $1 (usage: $0 [--userspace])"; variant=user ;;
+    *) die "usage: $0 [--userspace]" ;;
+esac
+# Files the hash and the configuration read are opened on fds 5 and 6 and
+# unlinked at once; each read of /dev/fd/N starts again at their beginning.
+if [[ -z $variant ]]; then
+    hashed_self=$(mktemp)
+    sed '/^# >>> userspace variant$/,/^# <<< userspace variant$/d' "$self" >"$hashed_self"
+    exec 5<"$hashed_self"
+    rm -f "$hashed_self"
+    self=/dev/fd/5
+else
+    # kernel.config without the symbols userspace.config sets, then userspace.config.
+    merged=$(mktemp)
+    awk 'NR == FNR { if (match($0, /CONFIG_[A-Za-z0-9_]+/)) set[substr($0, RSTART, RLENGTH)] = 1; next }
+         match($0, /^(# )?CONFIG_[A-Za-z0-9_]+(=| is not set$)/) {
+             sym = $0; sub(/^# /, "", sym); sub(/[= ].*$/, "", sym); if (sym in set) next }
+         { print }' "$here/userspace.config" "$fragment" >"$merged"
+    cat "$here/userspace.config" >>"$merged"
+    exec 6<"$merged"
+    rm -f "$merged"
+    fragment=/dev/fd/6
+fi
+# <<< userspace variant
 
 # ---- Fast path: already built ---------------------------------------------
 version=$(source_version)
 if [[ -n $version ]]; then
     out="$cache_root/guest-$(compute_hash "$version")"
+# >>> userspace variant
+    [[ -z $variant ]] || out="$cache_root/guest-user-${out#"$cache_root/guest-"}"
+# <<< userspace variant
     if is_complete "$out"; then
         printf '%s\n' "$out" >&3
         exit 0
@@ -104,6 +149,9 @@ version=$(source_version)
 [[ -n $version ]] || die "$src_pkg is not installed"
 [[ -f $src_tarball ]] || die "$src_tarball is missing"
 hash=$(compute_hash "$version")
+# >>> userspace variant
+[[ -z $variant ]] || hash=user-$hash
+# <<< userspace variant
 out="$cache_root/guest-$hash"
 if is_complete "$out"; then
     log "built meanwhile by another run"
@@ -125,6 +173,24 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$version" ]]; then
 else
     log "reusing unpacked source in $src"
 fi
+# >>> userspace variant
+
+# The variant's tree: hard links to the source files (never written by
+# kbuild), without src-6.1's build outputs (mrproper only unlinks).
+if [[ -n $variant ]]; then
+    usrc="$cache_root/src-6.1-user"
+    if [[ ! -f $usrc/.splitvm-source-version || $(cat "$usrc/.splitvm-source-version") != "$version" ]]; then
+        log "linking $src into $usrc"
+        rm -rf "$usrc" "$usrc.tmp"
+        cp -al "$src" "$usrc.tmp"
+        rm "$usrc.tmp/.splitvm-source-version"
+        make -C "$usrc.tmp" ARCH=x86_64 mrproper >/dev/null
+        mv -T "$usrc.tmp" "$usrc"
+        printf '%s' "$version" >"$usrc/.splitvm-source-version"
+    fi
+    src=$usrc
+fi
+# <<< userspace variant
 
 work=$(mktemp -d "$cache_root/.guest-$hash.XXXXXX")
 make_pid=
