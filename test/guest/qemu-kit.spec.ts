@@ -94,9 +94,9 @@ describe('guest: QEMU TCG test guest kit', function () {
       assert.equal(r.exitCode, 0, explain(r));
     });
 
-    it('fio writes 4 MiB and verifies all of it without an error', function () {
+    it('fio writes 4 MiB at queue depth 8 and verifies all of it without an error', function () {
       const json = r.output.slice(r.output.indexOf('{'));
-      type Job = { error: number; write: { io_kbytes: number }; read: { io_kbytes: number } };
+      type Job = { error: number; write: { io_kbytes: number }; read: { io_kbytes: number }; iodepth_level: Record<string, number> };
       let report: { jobs: Job[] };
       try {
         report = JSON.parse(json) as { jobs: Job[] };
@@ -108,6 +108,7 @@ describe('guest: QEMU TCG test guest kit', function () {
       assert.equal(job.error, 0);
       assert.equal(job.write.io_kbytes, 4096);
       assert.equal(job.read.io_kbytes, 4096);
+      assert.ok((job.iodepth_level['8'] ?? 0) > 50, `most I/O at queue depth 8: ${JSON.stringify(job.iodepth_level)}`);
     });
 
     it('the host sees each block fio wrote at its offset in the image', function () {
