@@ -85,6 +85,7 @@ export async function main(argv: string[]): Promise<number> {
       sock.destroy();
       return;
     }
+    sock.setNoDelay(true); // on the connection itself, which the device process shares: replies go out at once
     const name = `p9-client${count++}`;
     launchDevice({ name, kind: 'p9', config: { p9: { tag: 'share0', readOnly } }, fds: [connFd, fd], jail: true, seccomp: 'enforce', entry })
       .then((proc) => {

@@ -71,7 +71,9 @@ export class QueueTransport implements P9Transport {
 /** Requests over a connected stream socket. */
 export class SocketTransport implements P9Transport {
   private readonly pending = new Map<number, { resolve: (m: Uint8Array) => void; reject: (e: Error) => void }>();
-  private buffered: Buffer = Buffer.alloc(0);
+  /** Received bytes not yet part of a whole message, kept as chunks (joined once per message, not per chunk). */
+  private chunks: Buffer[] = [];
+  private total = 0;
 
   constructor(private readonly sock: Socket) {
     sock.on('data', (d: Buffer) => this.onData(d));
@@ -84,12 +86,18 @@ export class SocketTransport implements P9Transport {
   }
 
   private onData(d: Buffer): void {
-    this.buffered = this.buffered.length === 0 ? d : Buffer.concat([this.buffered, d]);
-    while (this.buffered.length >= 7) {
-      const size = this.buffered.readUInt32LE(0);
-      if (this.buffered.length < size) break;
-      const msg = this.buffered.subarray(0, size);
-      this.buffered = this.buffered.subarray(size);
+    this.chunks.push(d);
+    this.total += d.length;
+    for (;;) {
+      if (this.total < 7) return;
+      if (this.chunks[0]!.length < 7) this.chunks = [Buffer.concat(this.chunks, this.total)];
+      const size = this.chunks[0]!.readUInt32LE(0);
+      if (this.total < size) return;
+      const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.total);
+      const msg = all.subarray(0, size);
+      const rest = all.subarray(size);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.total = rest.length;
       const tag = msg.readUInt16LE(5);
       const p = this.pending.get(tag);
       this.pending.delete(tag);

@@ -6,6 +6,14 @@
 import koffi from 'koffi';
 import { IovecList, preadvAsync, pwritevAsync } from '../../sys/iovec.js';
 
+/**
+ * The iovec lists of calls running on the pool. koffi does not keep a typed
+ * array alive during an asynchronous call: without this, a collection could
+ * free a list the kernel is about to read (EFAULT, or worse, another
+ * buffer's addresses).
+ */
+const running = new Set<IovecList>();
+
 function iovecOf(views: Uint8Array[]): IovecList {
   const iov = new IovecList(Math.max(1, views.length));
   for (const v of views) if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
@@ -16,12 +24,19 @@ function iovecOf(views: Uint8Array[]): IovecList {
 export function readInto(fd: number, views: Uint8Array[], offset: number): Promise<number> {
   const iov = iovecOf(views);
   if (iov.bytes === 0) return Promise.resolve(0);
-  return new Promise((resolve) => preadvAsync(fd, iov, offset, resolve));
+  running.add(iov);
+  return new Promise((resolve) => preadvAsync(fd, iov, offset, (n) => resolve(done(iov, n))));
 }
 
 /** pwritev from `views` at `offset`; resolves to bytes written or -errno. */
 export function writeFrom(fd: number, views: Uint8Array[], offset: number): Promise<number> {
   const iov = iovecOf(views);
   if (iov.bytes === 0) return Promise.resolve(0);
-  return new Promise((resolve) => pwritevAsync(fd, iov, offset, resolve));
+  running.add(iov);
+  return new Promise((resolve) => pwritevAsync(fd, iov, offset, (n) => resolve(done(iov, n))));
+}
+
+function done(iov: IovecList, n: number): number {
+  running.delete(iov);
+  return n;
 }

@@ -45,18 +45,24 @@ class SocketExchange implements Exchange {
 }
 
 function serve(conn: net.Socket, session: P9Session, log: Logger): void {
-  let buffered: Buffer = Buffer.alloc(0);
+  // Received bytes not yet part of a whole message, kept as chunks (joined once per message, not per chunk).
+  let chunks: Buffer[] = [];
+  let total = 0;
   let inFlight = 0;
   const take = (): void => {
-    while (buffered.length >= HEADER && inFlight < MAX_IN_FLIGHT) {
-      const size = buffered.readUInt32LE(0);
+    while (total >= HEADER && inFlight < MAX_IN_FLIGHT) {
+      if (chunks[0]!.length < HEADER) chunks = [Buffer.concat(chunks, total)];
+      const size = chunks[0]!.readUInt32LE(0);
       if (size < HEADER || size > MAX_MSIZE) {
         log.warn({ size }, 'client sent a message size out of bounds: closing');
         libc.exitNow(0);
       }
-      if (buffered.length < size) break;
-      const msg = buffered.subarray(0, size);
-      buffered = buffered.subarray(size);
+      if (total < size) break;
+      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+      const msg = all.subarray(0, size);
+      const rest = all.subarray(size);
+      chunks = rest.length > 0 ? [rest] : [];
+      total = rest.length;
       const ex = new SocketExchange(msg);
       inFlight++;
       void session.handle(ex).then((r) => {
@@ -72,7 +78,8 @@ function serve(conn: net.Socket, session: P9Session, log: Logger): void {
     if (inFlight >= MAX_IN_FLIGHT) conn.pause();
   };
   conn.on('data', (d: Buffer) => {
-    buffered = buffered.length === 0 ? d : Buffer.concat([buffered, d]);
+    chunks.push(d);
+    total += d.length;
     take();
   });
   conn.on('end', () => {
