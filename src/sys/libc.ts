@@ -326,3 +326,12 @@ export const fcntlLock = (fd: number, cmd: number, flock: Uint8Array): void => v
 export function fsyncAsync(fd: number, dataOnly: boolean, done: (res: number) => void): void {
   (dataOnly ? fdatasyncAsync_ : fsync_).async(fd, (err: unknown, r: number) => done(err ? -5 : r < 0 ? -koffi.errno() : 0));
 }
+
+// ---- reads answered from the page cache without a trip to libuv's pool (9p) ----
+export const RWF_NOWAIT = 0x8;
+const preadv2_ = libc.func('intptr_t preadv2(int fd, void *iov, int count, int64_t off, int flags)');
+/** preadv2(2) inline with `flags` (RWF_NOWAIT: EAGAIN rather than wait for the disk); bytes read or -errno. */
+export function preadv2(fd: number, iov: Uint32Array, count: number, off: number, flags: number): number {
+  const n = Number(preadv2_(fd, iov, count, off, flags));
+  return n < 0 ? -koffi.errno() : n;
+}
