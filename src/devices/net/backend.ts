@@ -22,9 +22,9 @@ import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain }
 import { hasFeature } from '../../ipc/messages.js';
 import * as C from './constants.js';
 import type { NetOptions } from './kind.js';
-import { LinkDown, RX_AGAIN, RX_DROPPED, setU16, type FrameLink } from './link.js';
+import { LinkDown, RX_AGAIN, RX_DROPPED, setU16, type FrameLink, type RxTarget } from './link.js';
 import { PasstLink } from './passt-link.js';
-import { TapLink } from './tap-link.js';
+import { MAX_RX_BUFFERS, TapLink } from './tap-link.js';
 
 export const NET_MAX_QUEUE_SIZE = 256;
 /** Frames received per event-loop turn before yielding to the other work. */
@@ -132,6 +132,8 @@ export class NetBackend implements DeviceBackend {
   }
 
   reset(): void {
+    const sending = this.txQueue[0];
+    if (sending) this.link.abandon(sending.chain.readable, sending.chain.readableBytes);
     this.rx = null;
     this.reserve = [];
     this.reserveBytes = 0;
@@ -244,7 +246,7 @@ export class NetBackend implements DeviceBackend {
         this.counters.rxNoBuffers++;
         return; // the guest's kick brings us back
       }
-      const target = this.reserve.length === 1 ? { bufs: this.reserve[0]!.writable, capacity: this.reserveBytes } : { bufs: this.reserve.flatMap((c) => c.writable), capacity: this.reserveBytes };
+      const target = this.target();
       let n: number;
       try {
         n = this.link.receive(target);
@@ -269,6 +271,19 @@ export class NetBackend implements DeviceBackend {
       this.rxScheduled = false;
       this.pumpRx();
     });
+  }
+
+  /** The buffers of the reserve's first chains, as many whole chains as one vectored read takes. */
+  private target(): RxTarget {
+    if (this.reserve.length === 1) return { bufs: this.reserve[0]!.writable, capacity: this.reserveBytes };
+    const bufs: Uint8Array[] = [];
+    let capacity = 0;
+    for (const c of this.reserve) {
+      if (bufs.length + c.writable.length > MAX_RX_BUFFERS) break;
+      bufs.push(...c.writable);
+      capacity += c.writableBytes;
+    }
+    return { bufs, capacity };
   }
 
   /** Hands the first chains of the reserve, holding `n` bytes, to the guest. */

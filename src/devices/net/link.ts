@@ -30,6 +30,12 @@ export interface FrameLink {
    * (call again on POLLOUT with the same chain). Throws LinkDown.
    */
   send(bufs: Uint8Array[], bytes: number): boolean;
+  /**
+   * The chain `send` last returned false for is taken back (a reset): the
+   * link keeps whatever of its frame the backend has not taken yet, so a
+   * stream backend never sees half a frame, and sends it before the next.
+   */
+  abandon(bufs: Uint8Array[], bytes: number): void;
   /** Frames refused by the backend on send (malformed, too large). */
   readonly txRefused: number;
 }

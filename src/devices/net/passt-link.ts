@@ -15,12 +15,18 @@ const LEN_BYTES = 4;
 /** passt's own limit is 65520 bytes of MTU; anything longer is a broken stream. */
 const MAX_FRAME = MAX_GSO_FRAME;
 const STAGE_BYTES = 4 * (LEN_BYTES + MAX_FRAME);
+/** What is left of an abandoned frame: at most a whole one. */
+const REST_BYTES = LEN_BYTES + MAX_FRAME;
 
 export class PasstLink implements FrameLink {
   private readonly iov = new IovecList();
   /** Device-owned memory with known host addresses: the staging buffer, then the outgoing length word. */
-  private readonly base = Number(mmap(STAGE_BYTES + LEN_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1));
-  private readonly bytes = new Uint8Array(view(BigInt(this.base), STAGE_BYTES + LEN_BYTES));
+  private readonly base = Number(mmap(STAGE_BYTES + LEN_BYTES + REST_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1));
+  private readonly bytes = new Uint8Array(view(BigInt(this.base), STAGE_BYTES + LEN_BYTES + REST_BYTES));
+  /** The unsent end of an abandoned frame, sent before any other. */
+  private readonly restBuf = this.bytes.subarray(STAGE_BYTES + LEN_BYTES);
+  private restStart = 0;
+  private restEnd = 0;
   private readonly stage = this.bytes.subarray(0, STAGE_BYTES);
   private readonly stageView = new DataView(this.stage.buffer, this.stage.byteOffset, STAGE_BYTES);
   private readonly lenWord = new DataView(this.bytes.buffer, STAGE_BYTES, LEN_BYTES);
@@ -70,7 +76,41 @@ export class PasstLink implements FrameLink {
     return true;
   }
 
+  abandon(bufs: Uint8Array[], bytes: number): void {
+    if (this.sent === 0) return;
+    const len = bytes - NET_HDR_BYTES;
+    // The whole frame as the stream carries it: length word, then the frame past the virtio-net header.
+    const whole = new Uint8Array(LEN_BYTES + len);
+    new DataView(whole.buffer).setUint32(0, len, false);
+    let at = LEN_BYTES;
+    let skip = NET_HDR_BYTES;
+    for (const b of bufs) {
+      const part = b.subarray(Math.min(skip, b.length));
+      skip = Math.max(0, skip - b.length);
+      whole.set(part.subarray(0, whole.length - at), at);
+      at += Math.min(part.length, whole.length - at);
+    }
+    this.restBuf.set(whole.subarray(this.sent));
+    this.restStart = 0;
+    this.restEnd = whole.length - this.sent;
+    this.sent = 0;
+  }
+
+  /** Sends what is left of an abandoned frame; true once it is all gone. */
+  private flushRest(): boolean {
+    while (this.restStart < this.restEnd) {
+      const iov = this.iov.clear();
+      iov.push(this.base + STAGE_BYTES + LEN_BYTES + this.restStart, this.restEnd - this.restStart);
+      const n = writev(this.fd, iov);
+      if (n === -EAGAIN) return false;
+      if (n < 0) throw new LinkDown(`writing to passt failed (errno ${-n})`);
+      this.restStart += n;
+    }
+    return true;
+  }
+
   send(bufs: Uint8Array[], bytes: number): boolean {
+    if (!this.flushRest()) return false;
     const len = bytes - NET_HDR_BYTES;
     if (len <= 0 || len > MAX_FRAME) {
       this.txRefused++;

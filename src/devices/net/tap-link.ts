@@ -6,11 +6,13 @@
 // dropped rather than handed to the guest cut short.
 import type { GuestMemory } from '../guest-memory.js';
 import { EAGAIN, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap } from '../../sys/libc.js';
-import { IovecList, readv, writev } from '../../sys/iovec.js';
+import { IOV_MAX, IovecList, readv, writev } from '../../sys/iovec.js';
 import { MAX_GSO_FRAME, NET_HDR_BYTES } from './constants.js';
 import { LinkDown, RX_AGAIN, RX_DROPPED, type FrameLink, type RxTarget } from './link.js';
 
 const SPILL_BYTES = MAX_GSO_FRAME + NET_HDR_BYTES;
+/** Guest buffers one receive may fill: one iovec is kept for the spill buffer. */
+export const MAX_RX_BUFFERS = IOV_MAX - 1;
 
 export class TapLink implements FrameLink {
   private readonly iov = new IovecList();
@@ -25,11 +27,15 @@ export class TapLink implements FrameLink {
   receive(target: RxTarget): number {
     const iov = this.iov.clear();
     for (const b of target.bufs) if (b.length > 0) iov.push(this.mem.hostAddress(b), b.length);
-    iov.push(this.spill, SPILL_BYTES);
+    iov.push(this.spill, SPILL_BYTES); // the caller keeps target.bufs below MAX_RX_BUFFERS
     const n = readv(this.fd, iov);
     if (n === -EAGAIN) return RX_AGAIN;
     if (n <= 0) throw new LinkDown(n === 0 ? 'the tap closed' : `reading the tap failed (errno ${-n})`);
     return n > target.capacity ? RX_DROPPED : n;
+  }
+
+  abandon(): void {
+    // A tap takes a frame whole or not at all: nothing is left half-sent.
   }
 
   send(bufs: Uint8Array[]): boolean {
