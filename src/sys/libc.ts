@@ -288,10 +288,14 @@ const fsync_ = libc.func('int fsync(int fd)');
 const fdatasyncAsync_ = libc.func('int fdatasync(int fd)');
 const fcntlPtr = libc.func('fcntl', 'int', ['int', 'int', 'void *']);
 
-/** openat2(2): `how` is struct open_how { u64 flags, u64 mode, u64 resolve }. Returns the new fd. */
+/** struct open_how { u64 flags, u64 mode, u64 resolve } as u32 halves (all values fit in 32 bits), reused: the call is synchronous. */
+const openHow = new Uint32Array(6);
+/** openat2(2); returns the new fd. */
 export function openat2(dirfd: number, path: string, flags: number, mode: number, resolve: number): number {
-  const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), BigInt(mode), BigInt(resolve)]);
-  return Number(check('openat2', openat2_(SYS_OPENAT2, dirfd, path, how, 24)));
+  openHow[0] = (flags | O_CLOEXEC) >>> 0;
+  openHow[2] = mode >>> 0;
+  openHow[4] = resolve >>> 0;
+  return Number(check('openat2', openat2_(SYS_OPENAT2, dirfd, path, openHow, 24)));
 }
 /** statx(2) into `buf` (256 bytes, struct statx). */
 export const statx = (dirfd: number, path: string, flags: number, mask: number, buf: Uint8Array): void =>

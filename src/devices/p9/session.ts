@@ -161,7 +161,7 @@ export class P9Session {
             next = this.share.lookup(fd, name);
             path = p;
           }
-          libc.close(fd);
+          this.share.release(fd);
           fd = next;
           qid = qidOf(this.share.statFd(fd));
           qids.push(qid);
@@ -171,7 +171,7 @@ export class P9Session {
         }
       }
     } finally {
-      if (fd >= 0) libc.close(fd);
+      if (fd >= 0) this.share.release(fd);
     }
     if (qids.length === n) {
       const f: Fid = { path, qid };

@@ -111,9 +111,15 @@ export class Share {
     if (this.readOnly) throw new P9Error(E.ROFS, 'read-only share');
   }
 
-  /** An O_PATH fd of `path` (a symlink itself, never its target). The caller closes it. */
+  /** An fd of `path` (O_PATH; a symlink itself, never its target; the root's own fd for the root). Give it back with `release`. */
   resolve(path: Path): number {
+    if (path.length === 0) return this.rootFd;
     return sys(() => libc.openat2(this.rootFd, pathString(path), libc.O_PATH | libc.O_NOFOLLOW, 0, RESOLVE));
+  }
+
+  /** Closes an fd `resolve` or `lookup` gave, unless it is the root's. */
+  release(fd: number): void {
+    if (fd !== this.rootFd) libc.close(fd);
   }
 
   /** An O_PATH fd of `name` in the directory `dirFd`. */
@@ -127,7 +133,7 @@ export class Share {
     try {
       return fn(fd);
     } finally {
-      libc.close(fd);
+      this.release(fd);
     }
   }
 

@@ -102,9 +102,13 @@ export class Writer {
     this.dv.setUint32(at, v >>> 0, true);
     return this;
   }
+  /** A u64: numbers in 0..2^53 as two u32 halves (BigInt is slow without a JIT), anything else as a BigInt. */
   u64(v: number | bigint): this {
     const at = this.room(8);
-    this.dv.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
+    if (typeof v === 'number' && v >= 0 && v <= Number.MAX_SAFE_INTEGER) {
+      this.dv.setUint32(at, v >>> 0, true);
+      this.dv.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
+    } else this.dv.setBigUint64(at, BigInt.asUintN(64, BigInt(v)), true);
     return this;
   }
   bytes(b: Uint8Array): this {
@@ -132,7 +136,7 @@ export class Writer {
 }
 
 /** Starts an R-message: size (patched by `finish`), type, tag. */
-export function reply(type: number, tag: number, capacity = 64): Writer {
+export function reply(type: number, tag: number, capacity = 256): Writer {
   return new Writer(capacity).u32(0).u8(type).u16(tag);
 }
 /** Sets the size field of a message built with `reply`, counting `extra` bytes sent after it. */
