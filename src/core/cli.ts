@@ -15,6 +15,7 @@ import { KvmUnavailableError } from './kvm/vm.js';
 import { DeviceStartError } from './supervisor/device-process.js';
 import { CORE_DEVICE_KINDS, DeviceSpecError, type DeviceRequest } from './kinds/index.js';
 import { Machine } from './machine.js';
+import { VHOST_USER_USAGE, VhostUserUsageError, parseVhostUserArgs, serveVhostUser } from './vhost-user/command.js';
 import { MiB } from './memory.js';
 import { isSoftwareKvmHost, withHostKernelParams } from './quirks.js';
 import { repoRoot } from '../sys/paths.js';
@@ -216,6 +217,21 @@ export async function run(opts: RunOptions): Promise<number> {
   return 0;
 }
 
+/** `splitvm device KIND …`: one device served outside a VM (vhost-user for blk and net). */
+async function deviceCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || verb === '-h' || verb === '--help' || rest.includes('-h') || rest.includes('--help')) {
+    process.stdout.write(`${VHOST_USER_USAGE}\n`);
+    return 0;
+  }
+  try {
+    return await serveVhostUser(parseVhostUserArgs(verb, rest));
+  } catch (e) {
+    if (e instanceof VhostUserUsageError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -224,6 +240,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (command === 'device' && rest[0] === '9p') return await (await import('./p9-listen.js')).main(rest.slice(1));
+    if (command === 'device') return await deviceCommand(rest);
     if (command !== 'run') {
       throw new UsageError(command ? `unknown command "${command}" (try: splitvm run --help)` : 'no command given (try: splitvm run --help)');
     }

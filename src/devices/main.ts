@@ -9,7 +9,7 @@ import { pino, type Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import { ControlChannel } from '../ipc/channel.js';
 import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
-import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, kickFd } from './contract.js';
+import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY } from './contract.js';
 import { GuestMemory } from './guest-memory.js';
 import { deviceKind } from './kinds.js';
 import type { DeviceBackend } from './backend.js';
@@ -74,17 +74,16 @@ async function main(): Promise<void> {
   try {
     memory = GuestMemory.map(FD_MEMORY, config.regions);
     backend = kind.createBackend({ fd: FD_BACKEND, options: config.options, numQueues: config.numQueues, memory, log });
-    // Kicks are awaited by blocking reads on the pool (server.ts).
-    for (let i = 0; i < config.numQueues; i++) libc.setBlocking(kickFd(i));
   } catch (e) {
     fatal(log, `device setup failed: ${(e as Error).message}`);
   }
   const channel = new ControlChannel('device', new net.Socket({ fd: FD_CONTROL, readable: true, writable: true }));
 
+  // The server makes its kick watchers now: nothing may be created once the policy is in.
+  const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);
   installSeccomp(config, kind.policyConstants?.(config.options) ?? {}, log);
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 
-  const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);
   server.start();
   if (config.failed) log.warn('replacing a device process that died: every request fails');
   log.info({ queues: config.numQueues, ...backend.describe() }, 'device ready');

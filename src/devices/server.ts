@@ -3,25 +3,23 @@
 // publishes completions and raises interrupts. A malformed ring stops only
 // its queue and is reported as needs-reset; the process keeps answering.
 //
-// How kicks are awaited: each queue's kick eventfd is made blocking and a
-// `fs.read(fd, 8 bytes)` is kept pending on libuv's thread pool; it returns
-// when KVM (or the harness) writes the eventfd, and its callback drains the
-// queue and reads again. We chose this over a worker thread running epoll
-// through koffi because it needs no second V8 isolate (a worker costs several
-// MiB of private memory per device; one fewer thread kind for the seccomp
-// policy) and no message hop
-// between threads; the cost is one pool thread parked per queue, so the
-// launcher sets UV_THREADPOOL_SIZE ≥ queues + the I/O parallelism wanted
-// (main.ts checks it), and the process must end with _exit (libc.exitNow):
-// Node's own exit joins the pool threads, which a parked read never lets go.
+// How kicks are awaited: each queue's kick eventfd is polled on libuv's
+// thread pool (src/sys/poll.ts, a koffi async call); when it is readable the
+// main loop reads it (never blocking) and drains the queue. The eventfd keeps
+// the blocking mode its maker gave it: a vhost-user frontend shares it, and
+// reads it back when it takes the ring over. We chose the pool over a worker
+// thread running epoll because it needs no second V8 isolate (several MiB of
+// private memory per device) and no message hop between threads; the cost is
+// one pool thread parked per queue, so the launcher sets UV_THREADPOOL_SIZE ≥
+// queues + the I/O parallelism wanted (main.ts checks it), and the process
+// must end with _exit (libc.exitNow): Node's own exit joins the pool
+// threads, which a parked poll never lets go.
 // Measured with the harness on a 2-CPU host (harness polling the used ring,
 // device and harness on the same cores): GET_ID round trip at queue depth 1
-// ≈ 130 µs, 4 KiB read ≈ 155 µs, 4 KiB reads at depth 32 ≈ 25k IOPS. The
-// epoll-worker alternative was not built; its extra thread hop would add to,
-// not remove, the two process wake-ups that dominate these numbers.
-import fs from 'node:fs';
+// ≈ 130 µs, 4 KiB read ≈ 155 µs, 4 KiB reads at depth 32 ≈ 25k IOPS.
 import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
+import { FdWatcher, POLLIN } from '../sys/poll.js';
 import type { ControlChannel } from '../ipc/channel.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
 import type { DeviceBackend, PulledQueue } from './backend.js';
@@ -41,7 +39,8 @@ interface ServedQueue {
 
 export class DeviceServer {
   private queues: (ServedQueue | undefined)[] = [];
-  private readonly kickReaders = new Set<number>();
+  /** One per queue, made before the policy is installed; armed once the queue is first activated. */
+  private readonly kickWatchers: FdWatcher[];
   private inFlight = 0;
   private resetPending = false;
   private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
@@ -54,7 +53,12 @@ export class DeviceServer {
     private readonly numQueues: number,
     /** Replacing a device process that died: resume at the used index and fail every request. */
     private readonly failed = false,
-  ) {}
+  ) {
+    // A kick eventfd may be shared with whoever kicks (a vhost-user frontend
+    // reads it back when it takes the ring over), so it keeps its blocking
+    // mode: the device polls it on libuv's pool and reads it once ready.
+    this.kickWatchers = Array.from({ length: numQueues }, (_, i) => new FdWatcher(kickFd(i), (ev) => this.onKickReady(i, ev), { cancellable: false }));
+  }
 
   /** Sends hello and starts answering the core. */
   start(): void {
@@ -130,6 +134,7 @@ export class DeviceServer {
         const pulled = this.backend.pulledQueues?.includes(q.index) ?? false;
         const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled };
         if (this.failed) sq.queue.resumeFromUsed();
+        else if (q.base !== undefined) sq.queue.resumeAt(q.base);
         this.queues[q.index] = sq;
         started.push(sq);
       } catch (e) {
@@ -208,25 +213,23 @@ export class DeviceServer {
     }
   }
 
+  /** Waits for the queue's kicks from now on (the watcher re-arms itself after each). */
   private startKickReader(index: number): void {
-    if (this.kickReaders.has(index)) return;
-    this.kickReaders.add(index);
-    const fd = kickFd(index);
-    const buf = Buffer.alloc(8);
-    const readOnce = (): void => {
-      fs.read(fd, buf, 0, 8, null, (err) => {
-        if (err) {
-          this.log.error({ queue: index, err: err.message }, 'kick eventfd read failed: queue no longer served');
-          this.kickReaders.delete(index);
-          return;
-        }
-        this.counters.kicks++;
-        const sq = this.queues[index];
-        if (sq && !sq.stopped) this.onKick(sq);
-        readOnce();
-      });
-    };
-    readOnce();
+    const w = this.kickWatchers[index]!;
+    w.want(POLLIN);
+  }
+
+  private onKickReady(index: number, events: number): void {
+    const w = this.kickWatchers[index]!;
+    if (events & ~POLLIN) {
+      this.log.error({ queue: index, events }, 'kick eventfd failed: queue no longer served');
+      return;
+    }
+    libc.eventfdRead(kickFd(index)); // the count does not matter; EAGAIN when another reader took it
+    this.counters.kicks++;
+    w.want(POLLIN);
+    const sq = this.queues[index];
+    if (sq && !sq.stopped) this.onKick(sq);
   }
 
   /**

@@ -41,6 +41,12 @@ export interface QueueAddresses {
   desc: number;
   avail: number;
   used: number;
+  /**
+   * Resume a queue someone else served (a vhost-user frontend's
+   * SET_VRING_BASE): the next available index to take; the used index is
+   * read from the ring. Absent: a fresh queue, both at 0.
+   */
+  base?: number;
 }
 export interface ActivateMessage { v: 1; type: 'activate'; features: number; queues: QueueAddresses[] }
 export interface ResetMessage { v: 1; type: 'reset' }
@@ -160,7 +166,8 @@ export function validateCoreMessage(x: unknown): CoreMessage {
       const seen = new Set<number>();
       for (const q of qs) {
         if (!isPlainObject(q)) fail('activate.queues[] must be maps');
-        for (const k of Object.keys(q)) if (!['index', 'size', 'desc', 'avail', 'used'].includes(k)) fail('activate.queues[]: unknown field');
+        for (const k of Object.keys(q)) if (!['index', 'size', 'desc', 'avail', 'used', 'base'].includes(k)) fail('activate.queues[]: unknown field');
+        if (q.base !== undefined) int(q.base, 'queue.base', 0, 0xffff);
         const index = int(q.index, 'queue.index', 0, MAX_QUEUES - 1);
         if (seen.has(index)) fail('activate: duplicate queue index');
         seen.add(index);

@@ -16,13 +16,16 @@ export const POLLNVAL = 0x20;
  * Watches one fd. `want(events)` asks to be called back once with the
  * events that became ready (plus POLLERR/POLLHUP); a later `want` with other
  * events replaces the earlier interest. At most one poll is in flight.
- * The wake eventfd must be made before a seccomp policy forbids eventfd2.
+ * A watcher whose interest changes while it waits (`cancellable`, the
+ * default) polls a wake eventfd beside the fd; that eventfd must be made
+ * before a seccomp policy forbids eventfd2. One that only ever waits for
+ * the same event (a kick eventfd) needs none.
  */
 export class FdWatcher {
   /** struct pollfd[2]: { int fd; short events; short revents } — the watched fd, then the wake eventfd. */
   private readonly fds = new Int32Array(4);
   private readonly shorts = new Int16Array(this.fds.buffer);
-  private readonly wakeFd = eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
+  private readonly wakeFd: number;
   private inFlight = false;
   private interest = 0;
   private closed = false;
@@ -30,14 +33,17 @@ export class FdWatcher {
   constructor(
     readonly fd: number,
     private readonly onReady: (events: number) => void,
-  ) {}
+    opts: { cancellable?: boolean } = {},
+  ) {
+    this.wakeFd = opts.cancellable === false ? -1 : eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
+  }
 
   /** Calls onReady once any of `events` (or an error or hang-up) is ready; 0 cancels the interest. */
   want(events: number): void {
     if (this.closed) return;
     if (events === this.interest) return;
     this.interest = events;
-    if (this.inFlight) eventfdWrite(this.wakeFd);
+    if (this.inFlight) this.wake();
     else if (events !== 0) this.start();
   }
 
@@ -45,7 +51,11 @@ export class FdWatcher {
   close(): void {
     this.closed = true;
     this.interest = 0;
-    if (this.inFlight) eventfdWrite(this.wakeFd);
+    if (this.inFlight) this.wake();
+  }
+
+  private wake(): void {
+    if (this.wakeFd >= 0) eventfdWrite(this.wakeFd);
   }
 
   private start(): void {
@@ -57,7 +67,7 @@ export class FdWatcher {
     this.fds[2] = this.wakeFd;
     this.shorts[6] = POLLIN;
     this.shorts[7] = 0;
-    poll_.async(this.fds, 2, -1, (err: unknown, n: number) => {
+    poll_.async(this.fds, this.wakeFd >= 0 ? 2 : 1, -1, (err: unknown, n: number) => {
       this.inFlight = false;
       if (this.closed) return;
       const woke = this.shorts[7]! !== 0;

@@ -11,7 +11,13 @@ import type { Logger } from 'pino';
 import { ControlChannel, type DeviceKind, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
 import * as libc from '../../sys/libc.js';
 import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
-import type { GuestMemory } from '../memory.js';
+import type { MemoryRegion } from '../memory.js';
+
+/** Guest RAM as a device maps it: one fd and where each region lies in it. */
+export interface SharedMemory {
+  fd: number;
+  regions: MemoryRegion[];
+}
 import type { DeviceLink } from '../virtio/pci-transport.js';
 import { relayDeviceLog } from './log-relay.js';
 
@@ -32,7 +38,13 @@ export interface DeviceProcessOptions {
   extraConfig?: Record<string, unknown>;
   /** The backend (image, tap, directory) the core opened; kept for a replacement, closed at shutdown. */
   backendFd: number;
-  memory: GuestMemory;
+  memory: SharedMemory;
+  /**
+   * Each queue's kick and call eventfds, when someone else made them (a
+   * vhost-user frontend); they pass to this object, which closes them at
+   * shutdown. Default: new eventfds, which the core registers with KVM.
+   */
+  queueFds?: { kick: number[]; call: number[] };
   jail: boolean;
   seccomp: SeccompMode;
   logLevel: string;
@@ -70,8 +82,8 @@ export class VirtioDeviceProcess implements DeviceLink {
 
   private constructor(private readonly opts: DeviceProcessOptions) {
     // Kicks are read with blocking reads in the device; the call eventfds are irqfds, which KVM reads.
-    this.kickFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
-    this.callFds = Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
+    this.kickFds = opts.queueFds?.kick ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
+    this.callFds = opts.queueFds?.call ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
   }
 
   static async start(opts: DeviceProcessOptions): Promise<VirtioDeviceProcess> {

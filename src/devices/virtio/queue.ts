@@ -118,6 +118,19 @@ export class SplitQueue {
     this.availDistance(); // throws QueueError when the rings do not agree
   }
 
+  /**
+   * Takes over a queue at the available index `base` (vhost-user's
+   * SET_VRING_BASE), with the used index the ring shows. The chains between
+   * the two were taken by whoever served it before and are not retaken.
+   */
+  resumeAt(base: number): void {
+    this.usedIdx = this.used.getUint16(2, true);
+    this.signalledUsed = this.usedIdx;
+    if (((base - this.usedIdx) & 0xffff) > this.size) throw new QueueError(`base ${base} is more than a queue (${this.size}) ahead of the used index ${this.usedIdx}`);
+    this.lastAvail = base;
+    this.availDistance(); // throws QueueError when the rings do not agree
+  }
+
   /** Number of chains popped and not yet pushed back. */
   get pending(): number {
     return this.inFlightCount;

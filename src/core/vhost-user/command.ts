@@ -1,0 +1,131 @@
+// `splitvm device blk|net --socket PATH …`: serves one splitvm device kind
+// to vhost-user frontends (QEMU, Cloud Hypervisor, …) on a UNIX socket.
+// The backend (image, tap, passt) is opened here as `splitvm run` opens it;
+// each frontend that connects gets its own session (session.ts), one at a
+// time, so a frontend that reconnects (QEMU's `reconnect=`) is served again.
+// The device itself always runs jailed under its enforcing policy unless
+// --seccomp says otherwise.
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import * as libc from '../../sys/libc.js';
+import { FdWatcher, POLLIN } from '../../sys/poll.js';
+import { acceptUnix, listenUnix } from '../../sys/unix-socket.js';
+import { blkKind } from '../kinds/blk.js';
+import { netKind } from '../kinds/net.js';
+import { DeviceSpecError, type CoreDeviceKind, type OpenedBackend } from '../kinds/index.js';
+import type { SeccompMode } from '../jail/launch.js';
+import { VirtioDeviceProcess } from '../supervisor/device-process.js';
+import type { HelloMessage } from '../../ipc/messages.js';
+import { VhostUserSession } from './session.js';
+
+export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S] [options]
+       splitvm device net --socket PATH --net user|tap=NAME[,mac=MAC] [options]
+Serves the device to one vhost-user frontend at a time on the UNIX socket PATH.
+  --seccomp MODE     the device's seccomp policy: enforce (default), log or off
+  --log-level L      fatal, error, warn, info, debug or trace (default info)`;
+
+const KINDS: Record<string, CoreDeviceKind<unknown>> = { blk: blkKind as CoreDeviceKind<unknown>, net: netKind as CoreDeviceKind<unknown> };
+
+export class VhostUserUsageError extends Error {}
+
+export interface VhostUserArgs {
+  kind: CoreDeviceKind<unknown>;
+  spec: unknown;
+  socket: string;
+  seccomp: SeccompMode;
+  logLevel: string;
+}
+
+export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs {
+  const kind = KINDS[verb];
+  if (!kind) throw new VhostUserUsageError(`splitvm device serves blk, net or 9p, not "${verb}"`);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, strict: true, allowPositionals: false,
+      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
+    });
+  } catch (e) {
+    throw new VhostUserUsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
+  }
+  const v = parsed.values as Record<string, string | undefined>;
+  if (!v.socket) throw new VhostUserUsageError(`splitvm device ${verb} needs --socket PATH`);
+  const value = v[kind.flag];
+  if (!value) throw new VhostUserUsageError(`splitvm device ${verb} needs --${kind.flag}`);
+  const seccomp = v.seccomp!;
+  if (seccomp !== 'enforce' && seccomp !== 'log' && seccomp !== 'off') throw new VhostUserUsageError(`--seccomp must be enforce, log or off, not "${seccomp}"`);
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(v['log-level']!)) throw new VhostUserUsageError(`--log-level must be one of fatal, error, warn, info, debug, trace`);
+  let spec: unknown;
+  try {
+    spec = kind.parse(value, 0);
+  } catch (e) {
+    if (e instanceof DeviceSpecError) throw new VhostUserUsageError(e.message);
+    throw e;
+  }
+  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']! };
+}
+
+/** Starts the device once on a one-page scratch memory to learn its hello (features, queues, config). */
+async function deviceHello(name: string, backend: OpenedBackend, args: VhostUserArgs, log: pino.Logger): Promise<HelloMessage> {
+  const memfd = libc.memfdCreate('splitvm-probe');
+  libc.ftruncate(memfd, 4096);
+  const dupFd = (fd: number): number => libc.fcntl(fd, 1030, 0);
+  const probe = await VirtioDeviceProcess.start({
+    name, kind: args.kind.kind, numQueues: backend.numQueues, backendFd: dupFd(backend.fd), options: backend.options,
+    fileSizeLimit: backend.fileSizeLimit, memory: { fd: memfd, regions: [{ gpa: 0, size: 4096, offset: 0 }] },
+    jail: true, seccomp: args.seccomp, logLevel: 'warn', log,
+  });
+  const hello = probe.hello;
+  await probe.shutdown();
+  libc.close(memfd);
+  return hello;
+}
+
+/** Runs until SIGINT or SIGTERM; resolves with the exit status. */
+export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
+  const log = pino({ name: 'splitvm-device', level: args.logLevel }, pino.destination({ fd: 2, sync: true }));
+  const name = `${args.kind.kind}0`;
+  const backend = await args.kind.open(args.spec, { index: 0, vmName: 'vhost-user', log });
+  let listenFd = -1;
+  try {
+    const hello = await deviceHello(name, backend, args, log);
+    if (fs.existsSync(args.socket)) {
+      if (!fs.lstatSync(args.socket).isSocket()) throw new VhostUserUsageError(`${args.socket} exists and is not a socket`);
+      fs.unlinkSync(args.socket); // a stale socket of an earlier run
+    }
+    listenFd = listenUnix(args.socket);
+    fs.chmodSync(args.socket, 0o600);
+    log.info({ socket: args.socket, kind: args.kind.kind, ...backend.describe, features: hello.deviceFeatures }, 'waiting for a vhost-user frontend');
+    let session: VhostUserSession | null = null;
+    const stop = new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    const accept = (): void => {
+      if (session) return;
+      const fd = acceptUnix(listenFd);
+      if (fd < 0) return void watcher.want(POLLIN);
+      log.info('vhost-user frontend connected');
+      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log });
+      void session.done.then(() => {
+        session = null;
+        accept();
+      });
+    };
+    const watcher = new FdWatcher(listenFd, accept);
+    watcher.want(POLLIN);
+    await stop;
+    watcher.close();
+    const s = session as VhostUserSession | null;
+    if (s) await s.close('shutting down');
+    return 0;
+  } finally {
+    if (listenFd >= 0) {
+      libc.close(listenFd);
+      fs.rmSync(args.socket, { force: true });
+    }
+    libc.close(backend.fd);
+    backend.release?.();
+  }
+}
