@@ -12,7 +12,8 @@ export interface Qid {
   path: bigint;
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: false });
+/** Names are UTF-8: bytes that are not are refused (EINVAL), never silently replaced by another name. */
+const decoder = new TextDecoder('utf-8', { fatal: true });
 const encoder = new TextEncoder();
 
 export class Reader {
@@ -55,11 +56,17 @@ export class Reader {
   u64big(): bigint {
     return this.dv.getBigUint64(this.take(8), true);
   }
-  /** A string; `raw` keeps its bytes (names are checked as bytes: no NUL, no '/'). */
+  /** A UTF-8 string; throws WireError for bytes that are not UTF-8. */
   str(): string {
     const len = this.u16();
-    return decoder.decode(this.bytes.subarray(this.take(len), this.at));
+    try {
+      return decoder.decode(this.bytes.subarray(this.take(len), this.at));
+    } catch (e) {
+      if (e instanceof WireError) throw e;
+      throw new WireError('a string is not UTF-8');
+    }
   }
+  /** A string's bytes as they are (echoed back, never used as a name). */
   rawStr(): Uint8Array {
     const len = this.u16();
     return this.bytes.subarray(this.take(len), this.at);

@@ -24,6 +24,7 @@ describe('9p wire format', () => {
     const r = new Reader(Uint8Array.of(5, 0, 1, 2));
     assert.throws(() => r.str(), WireError);
     assert.throws(() => new Reader(Uint8Array.of(1, 2, 3)).u32(), WireError);
+    assert.throws(() => new Reader(Uint8Array.of(2, 0, 0xc3, 0x28)).str(), WireError, 'not UTF-8: refused, not replaced');
   });
 
   it('frames a reply: size counts the data sent after it', () => {
