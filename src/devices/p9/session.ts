@@ -13,7 +13,7 @@ import { readInto, writeFrom } from './io.js';
 import * as P from './protocol.js';
 import { E, P9Error, T } from './protocol.js';
 import { childPath, fileType, qidOf, sys, type Share, type Stat } from './share.js';
-import { Reader, WireError, finish, reply, type Writer } from './wire.js';
+import { Reader, WireError, finish, reply, type Qid, type Writer } from './wire.js';
 
 /** One request as its transport presents it. */
 export interface Exchange {
@@ -147,7 +147,7 @@ export class P9Session {
     if (!same && this.fids.has(newfid)) throw new P9Error(E.BADF, `fid ${newfid} is in use`);
     let path = [...from.path];
     let qid = from.qid;
-    const qids: ReturnType<typeof qidOf>[] = [];
+    const qids: Qid[] = [];
     let fd = n > 0 ? this.share.resolve(path) : -1;
     try {
       for (const name of names) {

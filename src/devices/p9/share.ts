@@ -32,7 +32,8 @@ const RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_N
 /** Open flags a client may ask for; everything else (O_DIRECT, O_NOATIME, O_ASYNC, …) is dropped. */
 const CLIENT_OPEN_FLAGS = libc.O_ACCMODE | libc.O_TRUNC | libc.O_APPEND | libc.O_SYNC | libc.O_DSYNC | libc.O_EXCL | libc.O_DIRECTORY;
 const STATX_FLAGS = libc.AT_EMPTY_PATH | libc.AT_SYMLINK_NOFOLLOW;
-const UID_UNCHANGED = 0xffffffff;
+/** fchownat's -1: leave the owner (or group) as it is. */
+const UNCHANGED = 0xffffffff;
 
 export interface Stat {
   mode: number;
@@ -279,7 +280,7 @@ export class Share {
 
   setOwner(path: Path, uid: number | undefined, gid: number | undefined): void {
     this.writable();
-    this.at(path, (fd) => sys(() => libc.fchownat(fd, '', uid ?? UID_UNCHANGED, gid ?? GID_UNCHANGED, libc.AT_EMPTY_PATH)));
+    this.at(path, (fd) => sys(() => libc.fchownat(fd, '', uid ?? UNCHANGED, gid ?? UNCHANGED, libc.AT_EMPTY_PATH)));
   }
 
   /** Times as [sec, nsec], or 'now', or undefined (left as is). */
@@ -312,5 +313,3 @@ export class Share {
     return new DataView(b.buffer);
   }
 }
-
-const GID_UNCHANGED = UID_UNCHANGED;
