@@ -23,6 +23,9 @@ ro refuses every change with EROFS. Ends on SIGINT or SIGTERM.`;
 
 class UsageError extends Error {}
 
+/** Clients served at once (each is a device process of some 40 MiB); more are turned away until one leaves. */
+export const MAX_CLIENTS = 16;
+
 type Address = { port: number; host: string } | { path: string };
 
 function parseAddress(value: string): Address {
@@ -79,7 +82,13 @@ export async function main(argv: string[]): Promise<number> {
   const children = new Set<DeviceProcess>();
   let count = 0;
   const entry = path.join(repoRoot(), 'dist', 'src', 'devices', 'p9', 'listen-main.js');
+  let starting = 0;
   const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+    if (children.size + starting >= MAX_CLIENTS) {
+      process.stderr.write(`splitvm: turning a 9P client away: ${MAX_CLIENTS} are being served\n`);
+      sock.destroy();
+      return;
+    }
     const connFd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
     if (connFd < 0) {
       sock.destroy();
@@ -87,13 +96,17 @@ export async function main(argv: string[]): Promise<number> {
     }
     sock.setNoDelay(true); // on the connection itself, which the device process shares: replies go out at once
     const name = `p9-client${count++}`;
+    starting++;
     launchDevice({ name, kind: 'p9', config: { p9: { tag: 'share0', readOnly } }, fds: [connFd, fd], jail: true, seccomp: 'enforce', entry })
       .then((proc) => {
         children.add(proc);
         void proc.exited.then(() => children.delete(proc));
       })
       .catch((e: Error) => process.stderr.write(`splitvm: cannot serve a 9P client: ${e.message}\n`))
-      .finally(() => sock.destroy()); // the device process has its own copy of the connection
+      .finally(() => {
+        starting--;
+        sock.destroy(); // the device process has its own copy of the connection
+      });
   });
   const listening = new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

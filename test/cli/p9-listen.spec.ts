@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { P9Client, SocketTransport, errnoOf } from '../../src/devices/harness/index.js';
+import { MAX_CLIENTS } from '../../src/core/p9-listen.js';
 import { SPLITVM, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
 
 const DIODLS = '/usr/sbin/diodls';
@@ -108,6 +109,28 @@ describe('splitvm device 9p --listen', function () {
     assert.equal(await errnoOf(c.unlinkat(1, 'notes.txt')), 30);
     c.transport.close();
     assert.deepEqual(fs.readdirSync(share).sort(), ['notes.txt', 'sub']);
+  });
+
+  it(`serves at most ${MAX_CLIENTS} clients at once, and the next once one leaves`, async () => {
+    fs.writeFileSync(path.join(share, 'notes.txt'), 'notes\n');
+    const { child, address } = await serve(['--share', share, '--listen', '127.0.0.1:0']);
+    children.push(child);
+    const port = Number(address.split(':').pop());
+    const open = async (): Promise<P9Client> => {
+      const conn = net.connect(port, '127.0.0.1');
+      await new Promise((r) => conn.once('connect', r));
+      const c = new P9Client(new SocketTransport(conn));
+      await c.version(65536);
+      return c;
+    };
+    const clients = await Promise.all(Array.from({ length: MAX_CLIENTS }, open));
+    await assert.rejects(open(), /closed|ECONNRESET/, 'one too many is turned away');
+    clients.pop()!.transport.close();
+    await new Promise((r) => setTimeout(r, 500)); // its device process sees the end and exits
+    const again = await open();
+    await again.attach(1);
+    assert.equal((await again.walk(1, 2, ['notes.txt'])).length, 1);
+    for (const c of [...clients, again]) c.transport.close();
   });
 
   it('a missing folder, a file, and missing or bad flags: one sentence each', async () => {
