@@ -1,0 +1,148 @@
+// Guest userspace tests of splitvm's device processes over vhost-user: a
+// QEMU guest under TCG (no KVM needed; test/helpers/qemu-guest.ts) drives
+// our jailed, policy-enforcing blk and net device processes, served by
+// `splitvm device blk|net --socket`, with programs written by others: fio
+// with verification, busybox's dd, udhcpc and nc, and the guest kernel's
+// TCP. The host then checks what landed in the image and on its sockets.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { logRecords } from '../helpers/run-splitvm.js';
+import { runQemuGuest, type QemuGuestResult } from '../helpers/qemu-guest.js';
+import { startDevice, type RunningDevice } from '../helpers/splitvm-device.js';
+
+const MiB = 1024 * 1024;
+const explain = (r: QemuGuestResult): string => `exit ${r.exitCode}, status ${r.status}${r.timedOut ? ' (timed out)' : ''}; console:\n${r.console.slice(-4000)}`;
+
+describe('guest userspace over vhost-user: splitvm blk device processes', function () {
+  this.timeout(180000);
+  let dir: string;
+  let image: string;
+  let roImage: string;
+  const devices: RunningDevice[] = [];
+  let r: QemuGuestResult;
+
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'splitvm-vu-blk-'));
+    image = join(dir, 'disk.img');
+    roImage = join(dir, 'ro.img');
+    writeFileSync(image, Buffer.alloc(8 * MiB));
+    writeFileSync(roImage, Buffer.alloc(1 * MiB, 0x5a));
+    devices.push(await startDevice(['blk', '--socket', join(dir, 'rw.sock'), '--disk', `${image},serial=vu-rw`]));
+    devices.push(await startDevice(['blk', '--socket', join(dir, 'ro.sock'), '--disk', `${roImage},ro`]));
+    r = await runQemuGuest({
+      withFio: true,
+      blk: [{ socket: join(dir, 'rw.sock') }, { socket: join(dir, 'ro.sock') }],
+      commands:
+        'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=4M --iodepth=16 --ioengine=libaio' +
+        ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
+        'cat /tmp/fio.json\n' +
+        'echo "serial=$(cat /sys/block/vda/serial) ro=$(cat /sys/block/vdb/ro)"\n' +
+        'dd if=/dev/vdb bs=4096 count=1 2>/dev/null | od -An -tx1 | head -1\n' +
+        'if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct 2>/tmp/dd.err; then echo "ro-write=accepted"; else echo "ro-write=refused"; fi\n',
+    });
+  });
+
+  after(async function () {
+    for (const d of devices) await d.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the guest boots, runs its commands and exits 0', function () {
+    assert.equal(r.status, 0, explain(r));
+    assert.equal(r.exitCode, 0, explain(r));
+  });
+
+  it('fio writes and verifies 4 MiB at queue depth 16 with no error', function () {
+    const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; write: { io_kbytes: number }; read: { io_kbytes: number }; iodepth_level: Record<string, number> }[] };
+    const job = report.jobs[0]!;
+    assert.equal(job.error, 0);
+    assert.equal(job.write.io_kbytes, 4096);
+    assert.equal(job.read.io_kbytes, 4096, 'every block read back and verified');
+    assert.ok((job.iodepth_level['16'] ?? 0) > 50, `most I/O at depth 16: ${JSON.stringify(job.iodepth_level)}`);
+  });
+
+  it('the host sees each block fio wrote at its offset in the image', function () {
+    const img = readFileSync(image);
+    for (let off = 0; off < 4 * MiB; off += 4096) {
+      assert.equal(img.readUInt16LE(off), 0xacca, `fio's header at ${off}`);
+      assert.equal(img.readBigUInt64LE(off + 16), BigInt(off), `block at ${off} carries its own offset`);
+    }
+  });
+
+  it('the guest reads the serial, sees the read-only disk as read-only, reads it and cannot write it', function () {
+    assert.match(r.output, /serial=vu-rw ro=1/);
+    assert.match(r.output, /^ 5a 5a 5a 5a/m);
+    assert.match(r.output, /ro-write=refused/);
+    assert.ok(readFileSync(roImage).every((b) => b === 0x5a), 'the read-only image is unchanged');
+  });
+
+  it('each device ran jailed under its enforcing policy', function () {
+    const installed = devices.flatMap((d) => logRecords<{ seccomp: string }>(d.log(), 'seccomp policy installed'));
+    assert.ok(installed.length >= 2, devices.map((d) => d.log()).join('\n'));
+    assert.ok(installed.every((l) => l.seccomp === 'enforce'));
+  });
+});
+
+describe('guest userspace over vhost-user: a splitvm net device process with passt', function () {
+  this.timeout(180000);
+  let dir: string;
+  let device: RunningDevice;
+  let server: net.Server;
+  let received = '';
+  let r: QemuGuestResult;
+
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'splitvm-vu-net-'));
+    // passt maps the gateway's address to the host's loopback: the guest reaches this server there.
+    server = net.createServer((s) =>
+      s.on('data', (d) => {
+        received += d.toString();
+        if (received.endsWith('\n')) s.end('pong from the host\n');
+      }),
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    device = await startDevice(['net', '--socket', join(dir, 'net.sock'), '--net', 'user,mac=02:00:00:00:0b:01']);
+    r = await runQemuGuest({
+      net: { socket: join(dir, 'net.sock'), mac: '02:00:00:00:0b:01' },
+      commands:
+        'ip link set eth0 up\n' +
+        'udhcpc -i eth0 -n -q -t 5 -s /usr/share/udhcpc/default.script\n' +
+        'ip -4 addr show dev eth0 | grep inet\n' +
+        'gw=$(ip route | awk \'/default/ {print $3}\')\n' +
+        // The host's FIN does not reach the guest through passt here (the
+        // guest's socket stays in FIN_WAIT2), so nc is ended by timeout.
+        `echo "ping from the guest" | timeout 5 nc $gw ${port} || true\n`,
+    });
+  });
+
+  after(async function () {
+    await device.stop();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the guest boots, runs its commands and exits 0', function () {
+    assert.equal(r.exitCode, 0, `${explain(r)}\ndevice log:\n${device.log().slice(-3000)}`);
+  });
+
+  it("the guest's DHCP gets the address passt gives: the host's own", function () {
+    const route = execFileSync('ip', ['-4', '-o', 'route', 'show', 'default'], { encoding: 'utf8' });
+    const dev = /dev (\S+)/.exec(route)![1]!;
+    const host = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['-4', '-o', 'addr', 'show', 'dev', dev], { encoding: 'utf8' }))![1]!;
+    assert.match(r.output, new RegExp(`inet ${host.replace(/\./g, '\\.')}/`));
+  });
+
+  it("a TCP connection from the guest reaches the host's server, both ways", function () {
+    assert.equal(received, 'ping from the guest\n');
+    assert.match(r.output, /pong from the host/);
+  });
+
+  it('the net device ran jailed under its enforcing policy', function () {
+    assert.deepEqual(logRecords<{ seccomp: string }>(device.log(), 'seccomp policy installed').map((l) => l.seccomp).slice(-1), ['enforce']);
+  });
+});
