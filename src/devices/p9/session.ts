@@ -243,10 +243,9 @@ export class P9Session {
     const flags = r.u32();
     if (f.open || f.xattr) throw new P9Error(E.BADF, 'fid already open');
     this.fids.canOpen();
-    const fd = this.share.open(f.path, flags);
-    const st = this.share.statFd(fd);
-    this.fids.setOpen(f, fd, fileType(st.mode) === libc.S_IFDIR);
-    f.qid = qidOf(st);
+    const { fd, stat } = this.share.open(f.path, flags);
+    this.fids.setOpen(f, fd, fileType(stat.mode) === libc.S_IFDIR);
+    f.qid = qidOf(stat);
     return w.qid(f.qid).u32(0);
   }
 
@@ -259,11 +258,10 @@ export class P9Session {
     if (f.open || f.xattr) throw new P9Error(E.BADF, 'fid already open');
     this.fids.canOpen();
     const path = childPath(f.path, name);
-    const fd = this.share.create(f.path, name, flags, mode);
-    const st = this.share.statFd(fd);
+    const { fd, stat } = this.share.create(f.path, name, flags, mode);
     this.fids.setOpen(f, fd, false);
     f.path = path;
-    f.qid = qidOf(st);
+    f.qid = qidOf(stat);
     return w.qid(f.qid).u32(0);
   }
 

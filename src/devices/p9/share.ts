@@ -138,12 +138,14 @@ export class Share {
     }
   }
 
-  /** Runs `fn` with an O_PATH fd of the directory `path`. */
+  /** Runs `fn` with an O_PATH fd of the directory `path` (O_DIRECTORY: ENOTDIR for anything else). */
   inDir<T>(path: Path, fn: (dirFd: number) => T): T {
-    return this.at(path, (fd) => {
-      if (fileType(this.statFd(fd).mode) !== libc.S_IFDIR) throw new P9Error(E.NOTDIR, 'not a directory');
+    const fd = path.length === 0 ? this.rootFd : sys(() => libc.openat2(this.rootFd, pathString(path), libc.O_PATH | libc.O_NOFOLLOW | libc.O_DIRECTORY, 0, RESOLVE));
+    try {
       return fn(fd);
-    });
+    } finally {
+      this.release(fd);
+    }
   }
 
   statFd(fd: number): Stat {
@@ -177,37 +179,38 @@ export class Share {
    * Opens `path` for I/O with the client's flags (already checked against a
    * read-only share): regular files and directories only.
    */
-  open(path: Path, clientFlags: number): number {
+  open(path: Path, clientFlags: number): { fd: number; stat: Stat } {
     const flags = clientFlags & CLIENT_OPEN_FLAGS;
     if (this.readOnly && ((flags & libc.O_ACCMODE) !== libc.O_RDONLY || flags & libc.O_TRUNC)) throw new P9Error(E.ROFS, 'read-only share');
     const before = this.stat(path);
     const type = fileType(before.mode);
     if (type !== libc.S_IFREG && type !== libc.S_IFDIR) throw new P9Error(E.PERM, 'only regular files and directories can be opened');
     const fd = sys(() => libc.openat2(this.rootFd, pathString(path), flags | libc.O_NOFOLLOW | libc.O_NONBLOCK | libc.O_NOCTTY, 0, RESOLVE));
-    this.checkSame(fd, before);
-    return fd;
+    return { fd, stat: this.checkSame(fd, before) };
   }
 
-  /** Closes `fd` and throws unless it is the same inode and type as `want`. */
-  private checkSame(fd: number, want: Stat): void {
+  /** The stat of `fd`; closes it and throws unless it is the same inode and type as `want`. */
+  private checkSame(fd: number, want: Stat): Stat {
     const got = this.statFd(fd);
     if (got.ino !== want.ino || fileType(got.mode) !== fileType(want.mode)) {
       libc.close(fd);
       throw new P9Error(E.AGAIN, 'the file changed while it was opened');
     }
+    return got;
   }
 
-  /** Creates and opens a regular file `name` in `dir`; returns its fd. */
-  create(dir: Path, name: string, clientFlags: number, mode: number): number {
+  /** Creates and opens a regular file `name` in `dir`. */
+  create(dir: Path, name: string, clientFlags: number, mode: number): { fd: number; stat: Stat } {
     this.writable();
     const flags = (clientFlags & CLIENT_OPEN_FLAGS & ~libc.O_DIRECTORY) | libc.O_CREAT | libc.O_NOFOLLOW | libc.O_NONBLOCK | libc.O_NOCTTY;
     return this.inDir(dir, (dfd) => {
       const fd = sys(() => libc.openat2(dfd, checkName(name), flags, mode & 0o7777, RESOLVE));
-      if (fileType(this.statFd(fd).mode) !== libc.S_IFREG) {
+      const stat = this.statFd(fd);
+      if (fileType(stat.mode) !== libc.S_IFREG) {
         libc.close(fd);
         throw new P9Error(E.PERM, 'only regular files can be created and opened');
       }
-      return fd;
+      return { fd, stat };
     });
   }
 
