@@ -2,7 +2,7 @@
 // requests (header, data, status byte) in harness memory and decodes replies.
 import { VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES } from '../blk/constants.js';
 import type { Buf, DriverQueue } from './driver-queue.js';
-import type { DeviceHarness } from './harness.js';
+import type { DriverMemory } from './harness.js';
 
 export interface BlkReply {
   status: number;
@@ -42,7 +42,7 @@ export function dwzSegments(segs: { sector: number; sectors: number; unmap?: boo
 
 export class BlkDriver {
   constructor(
-    readonly h: DeviceHarness,
+    readonly h: DriverMemory,
     readonly q: DriverQueue,
   ) {}
 

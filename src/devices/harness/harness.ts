@@ -23,7 +23,7 @@ import type { BlkOptions } from '../blk/kind.js';
 import type { DeviceKind } from '../../ipc/messages.js';
 import { GuestMemory, type MemoryRegion } from '../guest-memory.js';
 import { ringSizes } from '../virtio/queue.js';
-import { DriverQueue } from './driver-queue.js';
+import { DriverQueue, type RingAddresses } from './driver-queue.js';
 
 /** The seccomp mode device-process tests run with: the policy the core enforces. */
 export const DEVICE_TEST_SECCOMP: SeccompMode = 'enforce';
@@ -89,7 +89,8 @@ export class DeviceStartError extends Error {
   }
 }
 
-class BumpAllocator {
+/** Hands out guest addresses upwards from `start`; `reset` forgets every allocation. */
+export class BumpAllocator {
   private next: number;
   constructor(
     private readonly start: number,
@@ -108,7 +109,60 @@ class BumpAllocator {
   }
 }
 
-export class DeviceHarness {
+/** The harness's guest memory layout for `memSize` bytes of one memfd: rings low, data buffers above 4 GiB. */
+export function harnessRegions(memSize: number): MemoryRegion[] {
+  const half = memSize / 2;
+  return [
+    { gpa: 0, size: half, offset: 0 },
+    { gpa: FOUR_GIB, size: half, offset: half },
+  ];
+}
+
+/**
+ * Guest memory as a driver uses it (DeviceHarness, VhostUserFrontend): ring
+ * and data-buffer allocation over the harnessRegions layout, which BlkDriver,
+ * NetDriver and the benchmarks build their requests with.
+ */
+export class DriverMemory {
+  private readonly ringAlloc: BumpAllocator;
+  private readonly dataAlloc: BumpAllocator;
+
+  constructor(
+    readonly mem: GuestMemory,
+    readonly regions: MemoryRegion[],
+  ) {
+    this.ringAlloc = new BumpAllocator(regions[0]!.gpa + 0x1000, regions[0]!.gpa + regions[0]!.size);
+    this.dataAlloc = new BumpAllocator(regions[1]!.gpa, regions[1]!.gpa + regions[1]!.size);
+  }
+
+  /** Lays out the descriptor table, available and used rings of a queue of `size` (region 0). */
+  allocRings(size: number): RingAddresses {
+    const s = ringSizes(size);
+    return { desc: this.ringAlloc.alloc(s.desc, 16), avail: this.ringAlloc.alloc(s.avail, 2), used: this.ringAlloc.alloc(s.used, 4) };
+  }
+
+  /** Forgets every ring and buffer allocated. */
+  protected resetAllocations(): void {
+    this.ringAlloc.reset();
+    this.dataAlloc.reset();
+  }
+
+  /** Allocates guest memory for data buffers (region 1, above 4 GiB). */
+  alloc(len: number, align = 16): number {
+    return this.dataAlloc.alloc(len, align);
+  }
+
+  /** Allocates a buffer filled with `data` (readable) or `len` zero bytes (writable). */
+  buffer(data: Uint8Array | number, write = false): { addr: number; len: number; write: boolean } {
+    const len = typeof data === 'number' ? data : data.length;
+    const addr = this.alloc(Math.max(len, 1));
+    if (typeof data === 'number') this.mem.slice(addr, len).fill(0);
+    else this.mem.write(addr, data);
+    return { addr, len, write };
+  }
+}
+
+export class DeviceHarness extends DriverMemory {
   readonly queues: DriverQueue[] = [];
   /** Every message the device (and any replacement) sent, in order. */
   readonly received: DeviceMessage[] = [];
@@ -125,31 +179,24 @@ export class DeviceHarness {
   private lastActivate: Omit<ActivateMessage, 'v'> | null = null;
   private readonly waiters: Waiter[] = [];
   private readonly unclaimed: DeviceMessage[] = [];
-  private readonly ringAlloc: BumpAllocator;
-  private readonly dataAlloc: BumpAllocator;
   private closed = false;
 
   private constructor(
     readonly opts: HarnessOptions,
-    readonly mem: GuestMemory,
-    readonly regions: MemoryRegion[],
+    mem: GuestMemory,
+    regions: MemoryRegion[],
     readonly memfd: number,
     readonly kickFds: number[],
     readonly callFds: number[],
   ) {
-    this.ringAlloc = new BumpAllocator(regions[0]!.gpa + 0x1000, regions[0]!.gpa + regions[0]!.size);
-    this.dataAlloc = new BumpAllocator(regions[1]!.gpa, regions[1]!.gpa + regions[1]!.size);
+    super(mem, regions);
   }
 
   /** Creates guest memory and eventfds, launches the device and waits for its hello. */
   static async start(opts: HarnessOptions = {}): Promise<DeviceHarness> {
     const numQueues = opts.numQueues ?? 1;
     const memSize = opts.memSize ?? 16 * MiB;
-    const half = memSize / 2;
-    const regions: MemoryRegion[] = [
-      { gpa: 0, size: half, offset: 0 },
-      { gpa: FOUR_GIB, size: half, offset: half },
-    ];
+    const regions = harnessRegions(memSize);
     const memfd = libc.memfdCreate('splitvm-harness-ram');
     libc.ftruncate(memfd, memSize);
     const mem = GuestMemory.map(memfd, regions);
@@ -289,8 +336,7 @@ export class DeviceHarness {
     const size = Math.min(this.opts.queueSize ?? 64, this.hello.maxQueueSize);
     const list = [];
     for (const index of which) {
-      const s = ringSizes(size);
-      const addrs = { desc: this.ringAlloc.alloc(s.desc, 16), avail: this.ringAlloc.alloc(s.avail, 2), used: this.ringAlloc.alloc(s.used, 4) };
+      const addrs = this.allocRings(size);
       const q = new DriverQueue(this.mem, index, size, addrs, (len, align) => this.alloc(len, align), this.kickFds[index] ?? -1, this.callFds[index] ?? -1);
       this.queues[index] = q;
       list.push({ index, size, ...addrs });
@@ -307,22 +353,7 @@ export class DeviceHarness {
     await this.next('reset-done', timeoutMs);
     this.lastActivate = null;
     this.queues.length = 0;
-    this.ringAlloc.reset();
-    this.dataAlloc.reset();
-  }
-
-  /** Allocates guest memory for data buffers (region 1, above 4 GiB). */
-  alloc(len: number, align = 16): number {
-    return this.dataAlloc.alloc(len, align);
-  }
-
-  /** Allocates a buffer filled with `data` (readable) or `len` zero bytes (writable). */
-  buffer(data: Uint8Array | number, write = false): { addr: number; len: number; write: boolean } {
-    const len = typeof data === 'number' ? data : data.length;
-    const addr = this.alloc(Math.max(len, 1));
-    if (typeof data === 'number') this.mem.slice(addr, len).fill(0);
-    else this.mem.write(addr, data);
-    return { addr, len, write };
+    this.resetAllocations();
   }
 
   /** The next message of `type` (already received or yet to come). */
