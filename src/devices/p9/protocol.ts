@@ -3,7 +3,6 @@
 // bound what one client can make the server hold.
 export const VERSION_9P2000_L = '9P2000.L';
 export const NOTAG = 0xffff;
-export const NOFID = 0xffffffff;
 
 export const T = {
   statfs: 8, lopen: 12, lcreate: 14, symlink: 16, mknod: 18, rename: 20, readlink: 22, getattr: 24, setattr: 26,
@@ -32,10 +31,10 @@ export const LOCK_SUCCESS = 0;
 export const LOCK_BLOCKED = 1;
 export const LOCK_TYPE_UNLCK = 2;
 
+/** The errno values the server itself decides on (all others come from the host's calls as they are). */
 export const E = {
-  PERM: 1, NOENT: 2, IO: 5, BADF: 9, AGAIN: 11, ACCES: 13, EXIST: 17, XDEV: 18, NOTDIR: 20, ISDIR: 21,
-  INVAL: 22, MFILE: 24, ROFS: 30, RANGE: 34, NAMETOOLONG: 36, NOSYS: 38, NODATA: 61, PROTO: 71,
-  OPNOTSUPP: 95,
+  PERM: 1, NOENT: 2, IO: 5, BADF: 9, AGAIN: 11, ACCES: 13, NOTDIR: 20, ISDIR: 21, INVAL: 22, MFILE: 24,
+  ROFS: 30, RANGE: 34, NAMETOOLONG: 36, NODATA: 61, OPNOTSUPP: 95,
 } as const;
 
 /** The largest msize we agree to (a 1 MiB read plus its header fits). */
