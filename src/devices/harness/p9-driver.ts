@@ -10,7 +10,6 @@ import { Reader, Writer, type Qid } from '../p9/wire.js';
 import type { Buf, DriverQueue } from './driver-queue.js';
 import type { DeviceHarness } from './harness.js';
 
-
 export class P9ClientError extends Error {
   constructor(readonly errno: number) {
     super(`Rlerror ${errno}`);
