@@ -26,6 +26,8 @@ export interface DeviceConfig {
   logLevel: LogLevel;
   /** The kind's own options (config[kind] in the JSON), checked by its module (kinds.ts). */
   options: unknown;
+  /** The in-flight record file (contract.ts: after the queues' fds) and its size in bytes. */
+  inflight?: { size: number };
   /**
    * This process replaces one that died: it resumes each queue at the used
    * index and answers every request with the device's error.
@@ -41,7 +43,7 @@ export class ConfigError extends Error {
   }
 }
 
-const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'failed', 'testAttemptAfterJail', ...DEVICE_KIND_NAMES]);
+const KEYS = new Set(['kind', 'name', 'regions', 'numQueues', 'seccomp', 'logLevel', 'failed', 'inflight', 'testAttemptAfterJail', ...DEVICE_KIND_NAMES]);
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Parses and checks the configuration; throws ConfigError with one sentence. */
@@ -83,6 +85,13 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   }
   const config: DeviceConfig = { kind: module.kind, name, regions, numQueues: nq, seccomp: c.seccomp, logLevel: logLevel as LogLevel, options };
   if (probe !== undefined) config.testAttemptAfterJail = probe as JailProbe;
+  if (c.inflight !== undefined) {
+    const i = c.inflight as Record<string, unknown>;
+    if (typeof i !== 'object' || i === null || typeof i.size !== 'number' || !Number.isSafeInteger(i.size) || i.size <= 0 || i.size > 64 * 1024 * 1024 || Object.keys(i).length !== 1) {
+      throw new ConfigError('device config: inflight must be { size } with a size of 1 byte to 64 MiB');
+    }
+    config.inflight = { size: i.size };
+  }
   if (c.failed !== undefined) {
     if (typeof c.failed !== 'boolean') throw new ConfigError('device config: failed must be a boolean');
     config.failed = c.failed;

@@ -12,6 +12,7 @@
 //   5  backend fd (blk: the disk image, opened by the core; /dev/null when none)
 //   6 + 2i  queue i's kick eventfd (the ioeventfd KVM writes on a queue notify)
 //   7 + 2i  queue i's call eventfd (the irqfd this process writes to interrupt)
+//   6 + 2n  (n queues) the in-flight record file, when the config has `inflight`
 export const FD_LOG = 2;
 export const FD_CONTROL = 3;
 export const FD_MEMORY = 4;
@@ -20,6 +21,7 @@ export const FD_FIRST_QUEUE = 6;
 
 export const kickFd = (queue: number): number => FD_FIRST_QUEUE + 2 * queue;
 export const callFd = (queue: number): number => FD_FIRST_QUEUE + 2 * queue + 1;
+export const inflightFd = (numQueues: number): number => FD_FIRST_QUEUE + 2 * numQueues;
 
 /**
  * Node flags of a device process: no JIT, so no executable memory, which the

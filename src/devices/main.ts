@@ -9,7 +9,7 @@ import { pino, type Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import { ControlChannel } from '../ipc/channel.js';
 import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } from './config.js';
-import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY } from './contract.js';
+import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, inflightFd } from './contract.js';
 import { GuestMemory } from './guest-memory.js';
 import { deviceKind } from './kinds.js';
 import type { DeviceBackend } from './backend.js';
@@ -70,9 +70,15 @@ async function main(): Promise<void> {
 
   let memory: GuestMemory;
   let backend: DeviceBackend;
+  let inflight: DataView | null = null;
   const kind = deviceKind(config.kind)!; // parseDeviceConfig checked it
   try {
     memory = GuestMemory.map(FD_MEMORY, config.regions);
+    if (config.inflight) {
+      const { size } = config.inflight;
+      if (fs.fstatSync(inflightFd(config.numQueues)).size < size) throw new Error('the in-flight file is smaller than its size');
+      inflight = new DataView(libc.view(libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, inflightFd(config.numQueues)), size));
+    }
     backend = kind.createBackend({ fd: FD_BACKEND, options: config.options, numQueues: config.numQueues, memory, log });
   } catch (e) {
     fatal(log, `device setup failed: ${(e as Error).message}`);
@@ -80,7 +86,7 @@ async function main(): Promise<void> {
   const channel = new ControlChannel('device', new net.Socket({ fd: FD_CONTROL, readable: true, writable: true }));
 
   // The server makes its kick watchers now: nothing may be created once the policy is in.
-  const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false);
+  const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false, inflight);
   installSeccomp(config, kind.policyConstants?.(config.options) ?? {}, log);
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 

@@ -25,6 +25,7 @@ import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage }
 import type { DeviceBackend, PulledQueue } from './backend.js';
 import { callFd, kickFd } from './contract.js';
 import type { GuestMemory } from './guest-memory.js';
+import { InflightRegion, inflightQueueBytes } from './virtio/inflight.js';
 import { QueueError, SplitQueue, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from './virtio/queue.js';
 
 interface ServedQueue {
@@ -53,6 +54,8 @@ export class DeviceServer {
     private readonly numQueues: number,
     /** Replacing a device process that died: resume at the used index and fail every request. */
     private readonly failed = false,
+    /** The in-flight record file, mapped (activate gives each queue its offset in it). */
+    private readonly inflight: DataView | null = null,
   ) {
     // A kick eventfd may be shared with whoever kicks (a vhost-user frontend
     // reads it back when it takes the ring over), so it keeps its blocking
@@ -134,7 +137,11 @@ export class DeviceServer {
         const pulled = this.backend.pulledQueues?.includes(q.index) ?? false;
         const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled };
         if (this.failed) sq.queue.resumeFromUsed();
-        else if (q.base !== undefined) sq.queue.resumeAt(q.base);
+        else if (q.inflight !== undefined) {
+          // A record a dead device left says where to resume; a fresh one starts at the base.
+          sq.queue.trackInflight(this.inflightRecord(q.inflight, q.size), q.base);
+          if (sq.queue.resubmitting > 0) this.log.info({ queue: q.index, chains: sq.queue.resubmitting }, 'taking again the chains a dead device had taken');
+        } else if (q.base !== undefined) sq.queue.resumeAt(q.base);
         this.queues[q.index] = sq;
         started.push(sq);
       } catch (e) {
@@ -152,6 +159,13 @@ export class DeviceServer {
       this.startKickReader(sq.index);
       this.onKick(sq); // buffers may have been made available before the first kick
     }
+  }
+
+  /** The in-flight record of a queue at `offset` of the in-flight file (bounds-checked). */
+  private inflightRecord(offset: number, size: number): InflightRegion {
+    const bytes = inflightQueueBytes(size);
+    if (!this.inflight || offset % 8 !== 0 || offset + bytes > this.inflight.byteLength) throw new QueueError(`in-flight record at ${offset} is outside the in-flight file`);
+    return new InflightRegion(new DataView(this.inflight.buffer, this.inflight.byteOffset + offset, bytes));
   }
 
   private onKick(sq: ServedQueue): void {

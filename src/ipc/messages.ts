@@ -47,6 +47,8 @@ export interface QueueAddresses {
    * read from the ring. Absent: a fresh queue, both at 0.
    */
   base?: number;
+  /** Offset of this queue's in-flight record in the device's in-flight file (src/devices/virtio/inflight.ts). */
+  inflight?: number;
 }
 export interface ActivateMessage { v: 1; type: 'activate'; features: number; queues: QueueAddresses[] }
 export interface ResetMessage { v: 1; type: 'reset' }
@@ -166,8 +168,9 @@ export function validateCoreMessage(x: unknown): CoreMessage {
       const seen = new Set<number>();
       for (const q of qs) {
         if (!isPlainObject(q)) fail('activate.queues[] must be maps');
-        for (const k of Object.keys(q)) if (!['index', 'size', 'desc', 'avail', 'used', 'base'].includes(k)) fail('activate.queues[]: unknown field');
+        for (const k of Object.keys(q)) if (!['index', 'size', 'desc', 'avail', 'used', 'base', 'inflight'].includes(k)) fail('activate.queues[]: unknown field');
         if (q.base !== undefined) int(q.base, 'queue.base', 0, 0xffff);
+        if (q.inflight !== undefined) u64(q.inflight, 'queue.inflight');
         const index = int(q.index, 'queue.index', 0, MAX_QUEUES - 1);
         if (seen.has(index)) fail('activate: duplicate queue index');
         seen.add(index);

@@ -87,6 +87,67 @@ describe('guest userspace over vhost-user: splitvm blk device processes', functi
   });
 });
 
+describe('guest userspace over vhost-user: a blk device process killed during fio is replaced and the guest never notices', function () {
+  this.timeout(180000);
+  let dir: string;
+  let device: RunningDevice;
+  let r: QemuGuestResult;
+  const killed: number[] = [];
+
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'splitvm-vu-kill-'));
+    const image = join(dir, 'disk.img');
+    writeFileSync(image, Buffer.alloc(64 * MiB));
+    device = await startDevice(['blk', '--socket', join(dir, 'blk.sock'), '--disk', image]);
+    // Kill the serving device process every 1.5 s, three times, once the guest's kernel drives
+    // the disk (the first start serves the firmware, which lets go of the disk before Linux boots).
+    const killer = setInterval(() => {
+      const started = logRecords<{ pid: number }>(device.log(), 'device started for the vhost-user frontend');
+      if (killed.length >= 3 || started.length < 2) return;
+      const pid = started.at(-1)?.pid;
+      if (pid && !killed.includes(pid)) {
+        killed.push(pid);
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }, 1500);
+    r = await runQemuGuest({
+      withFio: true,
+      blk: { socket: join(dir, 'blk.sock') },
+      timeoutMs: 120000,
+      commands:
+        'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=48M --iodepth=16 --ioengine=libaio' +
+        ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
+        'cat /tmp/fio.json\n',
+    });
+    clearInterval(killer);
+  });
+
+  after(async function () {
+    await device.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('fio writes and verifies 48 MiB with no error and the guest exits 0', function () {
+    assert.equal(r.exitCode, 0, explain(r));
+    const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; write: { io_kbytes: number }; read: { io_kbytes: number } }[] };
+    assert.equal(report.jobs[0]!.error, 0);
+    assert.equal(report.jobs[0]!.read.io_kbytes, 48 * 1024, 'every block read back and verified');
+  });
+
+  // Whether a kill catches requests in flight depends on timing (the device is far faster than
+  // the emulated guest); test/unit/virtio/inflight.spec.ts proves that path deterministically.
+  it('device processes were killed meanwhile, each replaced on the same rings', function () {
+    assert.ok(killed.length >= 2, `killed ${killed.length}`);
+    const restarts = logRecords(device.log(), 'device process died: starting another on the same rings');
+    assert.ok(restarts.length >= 2, device.log().slice(-3000));
+    assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
+  });
+});
+
 describe('guest userspace over vhost-user: a splitvm net device process with passt', function () {
   this.timeout(180000);
   let dir: string;

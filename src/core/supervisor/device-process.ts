@@ -34,6 +34,14 @@ export interface DeviceProcessOptions {
   options: object;
   /** RLIMIT_FSIZE of the device process (a disk image must not grow). */
   fileSizeLimit?: number;
+  /** The in-flight record file the device keeps its queues' records in (vhost-user's INFLIGHT_SHMFD); passed after the queues' fds. Owned by the caller. */
+  inflight?: { fd: number; size: number };
+  /**
+   * After a death: 'failed' (default) starts a replacement that fails every
+   * request; 'none' leaves it to the owner (onDeath), e.g. to start a
+   * device that resumes the queues from the in-flight record.
+   */
+  replacement?: 'failed' | 'none';
   /** Merged into the start-up config as is: for tests (a jail probe, a hostile fixture's script). */
   extraConfig?: Record<string, unknown>;
   /** The backend (image, tap, directory) the core opened; kept for a replacement, closed at shutdown. */
@@ -79,6 +87,8 @@ export class VirtioDeviceProcess implements DeviceLink {
   /** Called when the device asks for a reset or dies. */
   onFailure: (reason: string) => void = () => {};
   onConfigChanged: (config: Uint8Array) => void = () => {};
+  /** With replacement 'none': the process died (how, in words). */
+  onDeath: (how: string) => void = () => {};
 
   private constructor(private readonly opts: DeviceProcessOptions) {
     // Kicks are read with blocking reads in the device; the call eventfds are irqfds, which KVM reads.
@@ -109,10 +119,11 @@ export class VirtioDeviceProcess implements DeviceLink {
     const { opts } = this;
     const fds = [opts.memory.fd, opts.backendFd];
     for (let q = 0; q < opts.numQueues; q++) fds.push(this.kickFds[q]!, this.callFds[q]!);
+    if (opts.inflight) fds.push(opts.inflight.fd);
     this.proc = await launchDevice({
       name: opts.name,
       kind: opts.kind,
-      config: { ...opts.extraConfig, [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
+      config: { ...opts.extraConfig, ...(opts.inflight ? { inflight: { size: opts.inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
@@ -187,6 +198,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     if (this.stopping) return;
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
+    if (this.opts.replacement === 'none') return this.onDeath(how);
     this.onFailure(`device process died: ${how}`);
     if (!this.failed) {
       this.replace().catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'replacing the device failed'));

@@ -28,6 +28,7 @@ import type { OpenedBackend } from '../kinds/kind.js';
 import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import * as P from './protocol.js';
+import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
 
 interface Ring {
   num: number;
@@ -54,7 +55,9 @@ export interface SessionOptions {
 
 const F_DUPFD_CLOEXEC = 1030;
 const dup = (fd: number): number => libc.fcntl(fd, F_DUPFD_CLOEXEC, 0);
-const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG);
+const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG) | (1 << P.Proto.INFLIGHT_SHMFD);
+/** The most in-flight record file a frontend may ask for (16 queues of 32768 entries fit). */
+const MAX_INFLIGHT_BYTES = 16 * inflightQueueBytes(32768);
 
 export class VhostUserSession {
   /** The message being read: its bytes so far, and its header once whole. */
@@ -69,12 +72,14 @@ export class VhostUserSession {
   private readonly rings: Ring[];
   private regions: Region[] = [];
   private memory: GuestMemory | null = null;
+  /** The in-flight record file (GET_/SET_INFLIGHT_FD) and the queue size its layout is for. */
+  private inflight: { fd: number; size: number; queueSize: number } | null = null;
   private device: VirtioDeviceProcess | null = null;
   /** What the running device was started with; a change means a restart. */
   private running: string | null = null;
   readonly done: Promise<void>;
   private finish!: () => void;
-  readonly counters = { messages: 0, refused: 0, deviceStarts: 0 };
+  readonly counters = { messages: 0, refused: 0, deviceStarts: 0, restarts: 0 };
 
   constructor(
     private readonly fd: number,
@@ -258,6 +263,30 @@ export class VhostUserSession {
         this.ring(s.index, 'SET_VRING_ENABLE').enabled = s.num === 1;
         return;
       }
+      case P.Req.GET_INFLIGHT_FD: {
+        const i = P.decodeInflight(p, 'GET_INFLIGHT_FD');
+        if (i.numQueues === 0 || i.numQueues > hello.numQueues || i.queueSize === 0 || i.queueSize > hello.maxQueueSize) {
+          throw new P.ProtocolViolation(`in-flight record for ${i.numQueues} queues of ${i.queueSize} (the device has ${hello.numQueues} of at most ${hello.maxQueueSize})`);
+        }
+        const size = i.numQueues * inflightQueueBytes(i.queueSize);
+        const fd = libc.memfdCreate('splitvm-inflight', libc.MFD_CLOEXEC);
+        libc.ftruncate(fd, size);
+        this.setInflight(fd, size, i.queueSize);
+        return { payload: P.encodeInflight({ mmapSize: size, mmapOffset: 0, numQueues: i.numQueues, queueSize: i.queueSize }), fds: [fd] };
+      }
+      case P.Req.SET_INFLIGHT_FD: {
+        const i = P.decodeInflight(p, 'SET_INFLIGHT_FD');
+        if (fds.length !== 1) throw new P.ProtocolViolation('SET_INFLIGHT_FD needs one fd');
+        taken.add(fds[0]!);
+        const fd = fds[0]!;
+        const bytes = i.numQueues * inflightQueueBytes(i.queueSize);
+        if (i.mmapOffset !== 0 || i.mmapSize < bytes || i.mmapSize > MAX_INFLIGHT_BYTES || i.queueSize === 0 || i.queueSize > hello.maxQueueSize || fs.fstatSync(fd).size < i.mmapSize) {
+          libc.close(fd);
+          throw new P.ProtocolViolation('SET_INFLIGHT_FD: the record does not fit its file, or its layout is not one we make');
+        }
+        if (this.inflight?.fd !== fd) this.setInflight(fd, i.mmapSize, i.queueSize);
+        return;
+      }
       case P.Req.GET_CONFIG: {
         const c = P.decodeConfig(p, 'GET_CONFIG');
         const data = new Uint8Array(c.size);
@@ -272,6 +301,12 @@ export class VhostUserSession {
       default:
         throw new P.ProtocolViolation(`${P.REQ_NAMES.get(req) ?? `request ${req}`} is not supported`);
     }
+  }
+
+  private setInflight(fd: number, size: number, queueSize: number): void {
+    if (this.inflight) libc.close(this.inflight.fd);
+    this.inflight = { fd, size, queueSize };
+    this.running = null; // a running device keeps its records elsewhere: restart it on this one
   }
 
   /** A frontend address (ring) to a guest-physical one, through the memory table. */
@@ -338,12 +373,25 @@ export class VhostUserSession {
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: dup(this.regions[0]!.fd), regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
       queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log,
+      ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'none' as const } : {}),
     });
     device.onFailure = (reason) => this.log.error({ reason }, 'the device failed: the frontend should reset it');
+    // With in-flight records a new device takes over the rings where the dead one was:
+    // what it had taken and not completed is taken again, and the guest does not notice.
+    device.onDeath = (how) => {
+      if (this.device !== device) return;
+      this.device = null;
+      this.running = null;
+      this.counters.restarts++;
+      this.log.warn({ how }, 'device process died: starting another on the same rings');
+      void this.applyRings().catch((e: Error) => void this.close(`restarting the device failed: ${e.message}`));
+    };
     const features = Number(this.features & ((1n << 53n) - 1n) & ~(1n << BigInt(P.VHOST_USER_F_PROTOCOL_FEATURES)));
+    const recordBytes = this.inflight ? inflightQueueBytes(this.inflight.queueSize) : 0;
     device.activate(features, ready.map((i) => {
       const r = this.rings[i]!;
-      return { index: i, size: r.num, ...r.addr!, base: r.base };
+      const inflight = this.inflight && r.num <= this.inflight.queueSize && (i + 1) * recordBytes <= this.inflight.size ? { inflight: i * recordBytes } : {};
+      return { index: i, size: r.num, ...r.addr!, base: r.base, ...inflight };
     }));
     this.device = device;
     this.running = key;
@@ -368,7 +416,7 @@ export class VhostUserSession {
     this.log.info({ why }, 'vhost-user frontend gone');
     this.watcher.close();
     await this.stopDevice();
-    for (const fd of [...this.pendingFds, ...this.rings.flatMap((r) => [r.kick, r.call]), ...this.regions.map((r) => r.fd)]) closeFd(fd);
+    for (const fd of [...this.pendingFds, ...this.rings.flatMap((r) => [r.kick, r.call]), ...this.regions.map((r) => r.fd), this.inflight?.fd ?? -1]) closeFd(fd);
     libc.close(this.fd);
     this.finish();
   }

@@ -4,6 +4,7 @@
 // buffer against guest RAM, every chain is bounded, and any malformation
 // throws a QueueError (the caller then reports needs-reset and stops the queue).
 import { GuestMemoryError, type GuestMemory } from '../guest-memory.js';
+import type { InflightRegion } from './inflight.js';
 
 export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
@@ -86,6 +87,10 @@ export class SplitQueue {
   /** Heads popped and not yet returned. */
   private readonly inFlight: Uint8Array;
   private inFlightCount = 0;
+  /** The shared in-flight record, when the supervisor keeps one (inflight.ts). */
+  private record: InflightRegion | null = null;
+  /** Heads a dead predecessor took and did not complete: taken again first, oldest first. */
+  private resubmit: number[] = [];
 
   constructor(
     private readonly mem: GuestMemory,
@@ -131,6 +136,39 @@ export class SplitQueue {
     this.availDistance(); // throws QueueError when the rings do not agree
   }
 
+  /**
+   * Records every chain taken and completed in `record`. A record a dead
+   * device left behind is recovered first: the chains it had taken and not
+   * completed are taken again before any new one, and the available index
+   * carries on after them (the base is then stale: it is where the dead one
+   * started). A fresh record starts at `base` (resumeAt), when given.
+   */
+  trackInflight(record: InflightRegion, base?: number): void {
+    const ringUsed = this.used.getUint16(2, true);
+    if (record.initialized && record.descNum >= this.size) {
+      let heads: number[];
+      try {
+        heads = record.recover(ringUsed, this.size);
+      } catch (e) {
+        throw new QueueError(`in-flight record: ${(e as Error).message}`);
+      }
+      this.usedIdx = ringUsed;
+      this.signalledUsed = ringUsed;
+      this.lastAvail = (ringUsed + heads.length) & 0xffff;
+      this.resubmit = heads;
+      this.availDistance(); // throws QueueError when the rings do not agree
+    } else {
+      if (base !== undefined) this.resumeAt(base);
+      record.init(this.size, this.usedIdx);
+    }
+    this.record = record;
+  }
+
+  /** Chains a dead predecessor had taken that are still to be taken again. */
+  get resubmitting(): number {
+    return this.resubmit.length;
+  }
+
   /** Number of chains popped and not yet pushed back. */
   get pending(): number {
     return this.inFlightCount;
@@ -143,16 +181,23 @@ export class SplitQueue {
 
   /** Takes the next available chain, or null when there is none. Throws QueueError. */
   pop(): DescriptorChain | null {
+    const again = this.resubmit.shift();
+    if (again !== undefined) return this.take(again);
     const ahead = this.availDistance();
     if (ahead === 0) return null;
     const head = this.avail.getUint16(4 + 2 * (this.lastAvail & this.mask), true);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     if (this.eventIdx) this.used.setUint16(4 + 8 * this.size, this.lastAvail, true); // avail_event
+    return this.take(head);
+  }
+
+  private take(head: number): DescriptorChain {
     if (head >= this.size) throw new QueueError(`available head ${head} ≥ queue size ${this.size}`);
     if (this.inFlight[head]) throw new QueueError(`descriptor ${head} made available while still in use`);
     const chain = this.walk(head);
     this.inFlight[head] = 1;
     this.inFlightCount++;
+    this.record?.taken(head);
     return chain;
   }
 
@@ -162,12 +207,14 @@ export class SplitQueue {
     if (!Number.isInteger(len) || len < 0 || len > 0xffff_ffff) throw new Error(`pushUsed: bad length ${len}`);
     this.inFlight[head] = 0;
     this.inFlightCount--;
+    this.record?.completing(head);
     const slot = 4 + 8 * (this.usedIdx & this.mask);
     this.used.setUint32(slot, head, true);
     this.used.setUint32(slot + 4, len, true);
     // The element is written before the index that publishes it (stores stay in order on x86).
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     this.used.setUint16(2, this.usedIdx, true);
+    this.record?.completed(head, this.usedIdx);
   }
 
   /**
