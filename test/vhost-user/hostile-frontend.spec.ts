@@ -8,6 +8,7 @@
 // then writes and reads correctly through a device process that runs under
 // its enforcing seccomp policy.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import * as libc from '../../src/sys/libc.js';
 import { Req } from '../../src/core/vhost-user/protocol.js';
 import { memTablePayload, u64, u64Bytes, vringAddr, vringState, VhostUserFrontend, type FrontendRegion } from '../../src/devices/harness/index.js';
@@ -97,6 +98,45 @@ const CASES: Case[] = [
   },
   // rings
   {
+    name: 'a ring that starts inside a region and runs past its end',
+    run: async (f) => {
+      await assertAck0(f, Req.SET_MEM_TABLE, memTablePayload(f.memTable), twoFds(f));
+      await assertAck0(f, Req.SET_VRING_NUM, vringState(0, 256));
+      const r = f.memTable[1]!;
+      const inside = f.memTable[0]!.uaddr + 0x1000;
+      await refusedWithAck(f, Req.SET_VRING_ADDR, vringAddr(0, r.uaddr + r.size - 16, inside, inside));
+      return 'open';
+    },
+  },
+  {
+    name: 'ring addresses before the ring size',
+    run: async (f) => {
+      await assertAck0(f, Req.SET_MEM_TABLE, memTablePayload(f.memTable), twoFds(f));
+      const inside = f.memTable[0]!.uaddr + 0x1000;
+      await refusedWithAck(f, Req.SET_VRING_ADDR, vringAddr(0, inside, inside + 0x1000, inside + 0x2000));
+      return 'open';
+    },
+  },
+  {
+    name: 'sixty refused messages carrying fds leave no fd behind in the backend',
+    run: async (f, b) => {
+      const fdsOf = (): number => fs.readdirSync(`/proc/${b.dev.proc.pid}/fd`).length;
+      const round = async (): Promise<void> => {
+        const efd = libc.eventfd();
+        await refusedWithAck(f, Req.SET_VRING_KICK, u64Bytes(9n), [efd]);
+        await refusedWithAck(f, Req.SET_MEM_TABLE, memTablePayload([], 0), [efd]);
+        await refusedWithAck(f, Req.SET_VRING_NUM, vringState(0, 64), [efd, efd]);
+        libc.close(efd);
+      };
+      await round(); // Node's own fds (a pool thread's, a timer's) settle first
+      const before = fdsOf();
+      for (let i = 0; i < 20; i++) await round();
+      // Each leak would be 80 fds; a few of Node's own may come and go.
+      assert.ok(fdsOf() < before + 8, `the backend held ${before} fds before and ${fdsOf()} after`);
+      return 'open';
+    },
+  },
+  {
     name: 'vring addresses outside every region',
     run: async (f) => {
       await assertAck0(f, Req.SET_MEM_TABLE, memTablePayload(f.memTable), twoFds(f));
@@ -105,6 +145,7 @@ const CASES: Case[] = [
       const above = Math.max(...m.map((r) => r.uaddr + r.size)) + 0x1000;
       const below = Math.min(...m.map((r) => r.uaddr)) - 0x1000;
       const inside = m[0]!.uaddr + 0x1000;
+      await assertAck0(f, Req.SET_VRING_NUM, vringState(0, 64));
       await refusedWithAck(f, Req.SET_VRING_ADDR, vringAddr(0, 0x1000, inside, inside));
       await refusedWithAck(f, Req.SET_VRING_ADDR, vringAddr(0, inside, above, inside));
       await refusedWithAck(f, Req.SET_VRING_ADDR, vringAddr(0, inside, inside, below));
@@ -138,7 +179,7 @@ function eventfd(): number {
   return fd;
 }
 
-async function assertAck0(f: VhostUserFrontend, req: number, payload: Uint8Array, fds: number[]): Promise<void> {
+async function assertAck0(f: VhostUserFrontend, req: number, payload: Uint8Array, fds: number[] = []): Promise<void> {
   assert.equal(u64(await f.call(req, payload, { fds, needReply: true })), 0n, `request ${req} was refused`);
 }
 

@@ -29,6 +29,7 @@ import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import * as P from './protocol.js';
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
+import { ringSizes } from '../../devices/virtio/queue.js';
 
 interface Ring {
   num: number;
@@ -146,18 +147,17 @@ export class VhostUserSession {
     let reply: Uint8Array | null = null;
     let replyFds: number[] = [];
     let ok = true;
+    // fds the message hands over (stored) are added to `taken`; every other one is closed here, refused or not.
+    const taken = new Set<number>();
     try {
-      const taken = new Set<number>();
       const out = await this.dispatch(h.request, payload, fds, taken);
       if (out) {
         reply = out.payload;
         replyFds = out.fds ?? [];
       }
-      for (const fd of fds) if (!taken.has(fd)) {
-        libc.close(fd);
-        throw new P.ProtocolViolation(`${name} came with an fd it does not take`);
-      }
+      if (fds.some((fd) => !taken.has(fd))) throw new P.ProtocolViolation(`${name} came with an fd it does not take`);
     } catch (e) {
+      for (const fd of fds) if (!taken.has(fd)) libc.close(fd);
       if (!(e instanceof P.ProtocolViolation)) throw e;
       ok = false;
       this.counters.refused++;
@@ -207,8 +207,9 @@ export class VhostUserSession {
         await this.stopDevice();
         return;
       case P.Req.SET_MEM_TABLE:
+        await this.setMemTable(P.decodeMemTable(p), fds);
         fds.forEach((fd) => taken.add(fd));
-        return this.setMemTable(P.decodeMemTable(p), fds);
+        return;
       case P.Req.SET_VRING_NUM: {
         const s = P.decodeVringState(p, 'SET_VRING_NUM');
         if (s.num === 0 || s.num > hello.maxQueueSize || (s.num & (s.num - 1)) !== 0) throw new P.ProtocolViolation(`ring size ${s.num} is not a power of 2 up to ${hello.maxQueueSize}`);
@@ -224,7 +225,13 @@ export class VhostUserSession {
       case P.Req.SET_VRING_ADDR: {
         const a = P.decodeVringAddr(p);
         const ring = this.ring(a.index, 'SET_VRING_ADDR');
-        ring.addr = { desc: this.toGuest(a.desc, 'descriptor table'), avail: this.toGuest(a.avail, 'available ring'), used: this.toGuest(a.used, 'used ring') };
+        if (ring.num === 0) throw new P.ProtocolViolation('SET_VRING_ADDR before SET_VRING_NUM: the ring\'s extent is unknown');
+        const sizes = ringSizes(ring.num);
+        ring.addr = {
+          desc: this.toGuest(a.desc, sizes.desc, 'descriptor table'),
+          avail: this.toGuest(a.avail, sizes.avail, 'available ring'),
+          used: this.toGuest(a.used, sizes.used, 'used ring'),
+        };
         return;
       }
       case P.Req.GET_VRING_BASE: {
@@ -245,8 +252,11 @@ export class VhostUserSession {
         const ring = this.ring(v.index, what);
         if (v.noFd === (fds.length > 0) || fds.length > 1) throw new P.ProtocolViolation(`${what}: the fd does not match the no-fd flag`);
         const fd = fds[0] ?? -1;
-        if (fd >= 0) taken.add(fd);
-        if (req === P.Req.SET_VRING_ERR) return closeFd(fd); // we never report ring errors that way
+        if (req === P.Req.SET_VRING_ERR) {
+          closeFd(fd); // we never report ring errors that way
+          if (fd >= 0) taken.add(fd);
+          return;
+        }
         if (req === P.Req.SET_VRING_KICK) {
           if (fd < 0) throw new P.ProtocolViolation('SET_VRING_KICK without an fd: polling rings is not supported');
           closeFd(ring.kick);
@@ -255,6 +265,7 @@ export class VhostUserSession {
           closeFd(ring.call);
           ring.call = fd;
         }
+        if (fd >= 0) taken.add(fd);
         return;
       }
       case P.Req.SET_VRING_ENABLE: {
@@ -277,14 +288,13 @@ export class VhostUserSession {
       case P.Req.SET_INFLIGHT_FD: {
         const i = P.decodeInflight(p, 'SET_INFLIGHT_FD');
         if (fds.length !== 1) throw new P.ProtocolViolation('SET_INFLIGHT_FD needs one fd');
-        taken.add(fds[0]!);
         const fd = fds[0]!;
         const bytes = i.numQueues * inflightQueueBytes(i.queueSize);
         if (i.mmapOffset !== 0 || i.mmapSize < bytes || i.mmapSize > MAX_INFLIGHT_BYTES || i.queueSize === 0 || i.queueSize > hello.maxQueueSize || fs.fstatSync(fd).size < i.mmapSize) {
-          libc.close(fd);
           throw new P.ProtocolViolation('SET_INFLIGHT_FD: the record does not fit its file, or its layout is not one we make');
         }
-        if (this.inflight?.fd !== fd) this.setInflight(fd, i.mmapSize, i.queueSize);
+        taken.add(fd);
+        this.setInflight(fd, i.mmapSize, i.queueSize);
         return;
       }
       case P.Req.GET_CONFIG: {
@@ -310,30 +320,27 @@ export class VhostUserSession {
   }
 
   /** A frontend address (ring) to a guest-physical one, through the memory table. */
-  private toGuest(uaddr: number, what: string): number {
+  private toGuest(uaddr: number, len: number, what: string): number {
     const r = this.regions.find((x) => uaddr >= x.uaddr && uaddr < x.uaddr + x.size);
     if (!r) throw new P.ProtocolViolation(`${what} address 0x${uaddr.toString(16)} is in no memory region`);
+    if (uaddr + len > r.uaddr + r.size) throw new P.ProtocolViolation(`${what} at 0x${uaddr.toString(16)} (${len} bytes) runs past the end of its memory region`);
     return r.gpa + (uaddr - r.uaddr);
   }
 
+  /** Checks a memory table and its fds (one per region); the caller closes them when it is refused. */
   private async setMemTable(regions: P.MemRegion[], fds: number[]): Promise<void> {
-    try {
-      if (fds.length !== regions.length) throw new P.ProtocolViolation(`memory table of ${regions.length} regions came with ${fds.length} fds`);
-      // Our device maps one file: every region must be a range of the same one.
-      const st = fds.map((fd) => fs.fstatSync(fd));
-      for (const s of st) {
-        if (s.dev !== st[0]!.dev || s.ino !== st[0]!.ino) throw new P.ProtocolViolation('memory regions lie in different files; only one shared memory file is supported');
-      }
-      const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
-      for (let i = 0; i < sorted.length; i++) {
-        const r = sorted[i]!;
-        if (r.offset + r.size > st[0]!.size) throw new P.ProtocolViolation(`memory region at 0x${r.gpa.toString(16)} ends past its file`);
-        if (r.offset % 4096 !== 0) throw new P.ProtocolViolation(`memory region at 0x${r.gpa.toString(16)} has an unaligned offset`);
-        if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new P.ProtocolViolation('memory regions overlap');
-      }
-    } catch (e) {
-      for (const fd of fds) libc.close(fd);
-      throw e;
+    if (fds.length !== regions.length) throw new P.ProtocolViolation(`memory table of ${regions.length} regions came with ${fds.length} fds`);
+    // Our device maps one file: every region must be a range of the same one.
+    const st = fds.map((fd) => fs.fstatSync(fd));
+    for (const s of st) {
+      if (s.dev !== st[0]!.dev || s.ino !== st[0]!.ino) throw new P.ProtocolViolation('memory regions lie in different files; only one shared memory file is supported');
+    }
+    const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+    for (let i = 0; i < sorted.length; i++) {
+      const r = sorted[i]!;
+      if (r.offset + r.size > st[0]!.size) throw new P.ProtocolViolation(`memory region at 0x${r.gpa.toString(16)} ends past its file`);
+      if (r.offset % 4096 !== 0) throw new P.ProtocolViolation(`memory region at 0x${r.gpa.toString(16)} has an unaligned offset`);
+      if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new P.ProtocolViolation('memory regions overlap');
     }
     await this.stopDevice();
     for (const r of this.regions) libc.close(r.fd);
