@@ -33,6 +33,8 @@ export interface VhostUserBlk {
   socket: string;
   /** QEMU reconnects (after 1 s) when the backend goes away, e.g. to test a restart. */
   reconnect?: boolean;
+  /** Request queues the guest uses (default 1). */
+  queues?: number;
 }
 
 /** A vhost-user-net backend listening on `socket`. */
@@ -116,7 +118,7 @@ function deviceArgs(blk: VhostUserBlk[], net: VhostUserNet | undefined): string[
   const args: string[] = [];
   blk.forEach((b, i) => {
     args.push('-chardev', `socket,id=blk${i},path=${b.socket}${b.reconnect === true ? ',reconnect=1' : ''}`);
-    args.push('-device', `vhost-user-blk-pci,chardev=blk${i},num-queues=1`);
+    args.push('-device', `vhost-user-blk-pci,chardev=blk${i},num-queues=${b.queues ?? 1}`);
   });
   if (net !== undefined) {
     args.push('-chardev', `socket,id=net0,path=${net.socket}`);

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as C from '../../src/devices/blk/constants.js';
 import { BlkDriver, VhostUserFrontend } from '../../src/devices/harness/index.js';
+import { logRecords } from '../helpers/run-splitvm.js';
 import { which } from '../../src/sys/paths.js';
 import { assertJailed, countLog, IMAGE_BYTES, pattern, startBlkBackend, type Backend } from './backend.js';
 
@@ -43,6 +44,33 @@ describe('vhost-user: the harness as a frontend', function () {
         const onDisk = fs.readFileSync(b.image).subarray(200 * 512, 200 * 512 + data.length);
         assert.deepEqual(new Uint8Array(onDisk), data);
         await assertJailed(b, starts, policies);
+      } finally {
+        f.close();
+      }
+    });
+  });
+
+  describe('against splitvm device blk with two request queues (MQ)', () => {
+    let b: Backend;
+    before(async () => (b = await startBlkBackend(',queues=2')));
+    after(async () => b.stop());
+
+    it('offers MQ and num_queues 2, and serves requests on both queues', async () => {
+      const f = await VhostUserFrontend.connect(b.socket, { numQueues: 2 });
+      try {
+        assert.ok((f.features >> BigInt(C.VIRTIO_BLK_F_MQ)) & 1n, 'VIRTIO_BLK_F_MQ offered');
+        assert.equal(new DataView((await f.config(C.CONFIG.numQueues, 2)).slice().buffer).getUint16(0, true), 2);
+        const [q0, q1] = f.queues;
+        const d0 = new BlkDriver(f, q0!);
+        const d1 = new BlkDriver(f, q1!);
+        const a = pattern(8192, 21);
+        const c = pattern(8192, 22);
+        const [w0, w1] = await Promise.all([d0.write(0, a), d1.write(64, c)]);
+        assert.equal(w0.status, C.VIRTIO_BLK_S_OK);
+        assert.equal(w1.status, C.VIRTIO_BLK_S_OK);
+        assert.deepEqual((await d1.read(0, 8192)).data, a, 'queue 1 reads what queue 0 wrote');
+        assert.deepEqual((await d0.read(64, 8192)).data, c, 'and the other way');
+        assert.deepEqual(logRecords<{ queues: number[] }>(b.dev.log(), 'activated').at(-1)?.queues, [0, 1]);
       } finally {
         f.close();
       }

@@ -9,7 +9,12 @@ export interface DiskSpec {
   path: string;
   readOnly: boolean;
   serial?: string;
+  /** Request queues (VIRTIO_BLK_F_MQ above 1); default 1. */
+  queues?: number;
 }
+
+/** The most request queues a disk may have (the control channel's queue limit). */
+export const MAX_DISK_QUEUES = 16;
 
 /** Parses one --disk value; throws DeviceSpecError with one sentence. */
 export function parseDiskSpec(value: string): DiskSpec {
@@ -24,7 +29,11 @@ export function parseDiskSpec(value: string): DiskSpec {
         throw new DeviceSpecError(`--disk serial must be at most 20 printable ASCII characters: "${serial}"`);
       }
       spec.serial = serial;
-    } else throw new DeviceSpecError(`--disk option "${opt}" is not one of ro, serial=S`);
+    } else if (opt.startsWith('queues=')) {
+      const n = opt.slice('queues='.length);
+      if (!/^\d+$/.test(n) || Number(n) < 1 || Number(n) > MAX_DISK_QUEUES) throw new DeviceSpecError(`--disk queues must be a whole number from 1 to ${MAX_DISK_QUEUES}, not "${n}"`);
+      spec.queues = Number(n);
+    } else throw new DeviceSpecError(`--disk option "${opt}" is not one of ro, serial=S, queues=N`);
   }
   return spec;
 }
@@ -32,7 +41,7 @@ export function parseDiskSpec(value: string): DiskSpec {
 export const blkKind: CoreDeviceKind<DiskSpec> = {
   kind: 'blk',
   flag: 'disk',
-  usage: `  --disk PATH[,ro][,serial=S]
+  usage: `  --disk PATH[,ro][,serial=S][,queues=N]
                      a raw disk image as a virtio-blk device (repeatable: /dev/vda, /dev/vdb, ...)`,
   parse: parseDiskSpec,
   async open(spec) {
@@ -44,7 +53,7 @@ export const blkKind: CoreDeviceKind<DiskSpec> = {
     }
     return {
       fd,
-      numQueues: 1,
+      numQueues: spec.queues ?? 1,
       options: spec.serial === undefined ? { readOnly: spec.readOnly } : { readOnly: spec.readOnly, serial: spec.serial },
       virtioId: 2,
       classCode: 0x018000,

@@ -19,7 +19,7 @@ import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
 
-export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S] [options]
+export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]
        splitvm device net --socket PATH --net user|tap=NAME[,mac=MAC] [options]
 Serves the device to one vhost-user frontend at a time on the UNIX socket PATH.
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
