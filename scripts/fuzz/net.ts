@@ -27,12 +27,12 @@
 // and round are printed to replay it.
 //   npm run fuzz -- net [--seconds N] [--seed S]
 import net from 'node:net';
-import { parseArgs } from 'node:util';
 import { DeviceHarness, FOUR_GIB, MiB, type Buf, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as C from '../../src/devices/net/constants.js';
 import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, ringSizes } from '../../src/devices/virtio/queue.js';
 import { hasFeature } from '../../src/ipc/messages.js';
 import * as libc from '../../src/sys/libc.js';
+import { fuzzMain, rng } from './lib.js';
 
 const QUEUE_SIZE = 32;
 const MEM_SIZE = 16 * MiB;
@@ -40,18 +40,6 @@ const MAC = '02:53:50:00:00:42';
 /** The longest frame passt's framing carries (the device's limit). */
 const MAX_FRAME = C.MAX_GSO_FRAME;
 const ROUND_TIMEOUT_MS = 4000;
-
-/** xorshift32: small, fast, and the same sequence for the same seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0) / 2 ** 32;
-  };
-}
 
 interface Counts {
   rounds: number;
@@ -589,27 +577,11 @@ async function fuzz(seconds: number, seed: number, n: Counts): Promise<void> {
   }
 }
 
-async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { seconds: { type: 'string', default: '20' }, seed: { type: 'string' } } });
-  const seconds = Number(values.seconds);
-  const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31);
-  if (!(seconds > 0) || !Number.isInteger(seed)) {
-    process.stderr.write('fuzz net: --seconds must be a positive number and --seed an integer\n');
-    return 2;
-  }
-  process.stdout.write(`net fuzz: seed ${seed}, ${seconds} s, jailed device under its enforcing policy, passt framing\n`);
+process.exitCode = await fuzzMain('net', 'jailed device under its enforcing policy, passt framing', async (seconds, seed) => {
   const n: Counts = { rounds: 0, traffic: 0, framesOut: 0, framesIn: 0, dropped: 0, chaos: 0, malformed: 0, needsReset: 0, linkDowns: 0 };
-  try {
-    await fuzz(seconds, seed, n);
-    process.stdout.write(
-      `${n.rounds} rounds: ${n.traffic} traffic rounds (${n.framesOut} frames out, ${n.framesIn} in, ${n.dropped} dropped), ` +
-        `${n.chaos} chaotic rings, ${n.malformed} malformed rings (${n.needsReset} needs-reset), ${n.linkDowns} broken streams, no finding\n`,
-    );
-    return 0;
-  } catch (e) {
-    process.stdout.write(`FINDING (seed ${seed}) ${(e as Error).message}\n`);
-    return 1;
-  }
-}
-
-process.exitCode = await main(process.argv.slice(2));
+  await fuzz(seconds, seed, n);
+  return (
+    `${n.rounds} rounds: ${n.traffic} traffic rounds (${n.framesOut} frames out, ${n.framesIn} in, ${n.dropped} dropped), ` +
+    `${n.chaos} chaotic rings, ${n.malformed} malformed rings (${n.needsReset} needs-reset), ${n.linkDowns} broken streams`
+  );
+});

@@ -13,26 +13,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { DeviceHarness, FOUR_GIB, MiB, P9Client, P9ClientError, QueueTransport, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
 import { T } from '../../src/devices/p9/protocol.js';
 import { Writer } from '../../src/devices/p9/wire.js';
+import { fuzzMain, rng } from './lib.js';
 
 const QUEUE_SIZE = 16;
 const MEM_SIZE = 16 * MiB;
 const MSIZE = 64 * 1024;
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0) / 2 ** 32;
-  };
-}
 
 interface Counts {
   rounds: number;
@@ -214,23 +203,7 @@ async function fuzz(seconds: number, seed: number): Promise<Counts> {
   }
 }
 
-async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '20' }, seed: { type: 'string' } } });
-  const seconds = Number(values.seconds);
-  const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31);
-  if (!(seconds > 0) || !Number.isInteger(seed)) {
-    process.stderr.write('fuzz: --seconds must be a positive number and --seed an integer\n');
-    return 2;
-  }
-  process.stdout.write(`p9 fuzz: seed ${seed}, ${seconds} s, jailed device under its enforcing policy\n`);
-  try {
-    const n = await fuzz(seconds, seed);
-    process.stdout.write(`${n.rounds} rounds: ${n.answered} requests answered (${n.errors} with Rlerror, ${n.mutated} mutated), ${n.malformedRings} malformed rings (${n.needsReset} needs-reset), no finding\n`);
-    return 0;
-  } catch (e) {
-    process.stdout.write(`FINDING (seed ${seed}) ${(e as Error).message}\n`);
-    return 1;
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await fuzzMain('p9', 'jailed device under its enforcing policy', async (seconds, seed) => {
+  const n = await fuzz(seconds, seed);
+  return `${n.rounds} rounds: ${n.answered} requests answered (${n.errors} with Rlerror, ${n.mutated} mutated), ${n.malformedRings} malformed rings (${n.needsReset} needs-reset)`;
+});
