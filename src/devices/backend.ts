@@ -2,7 +2,9 @@
 // device process: its features, config space and a request handler. The
 // backend only processes descriptor chains; queues, kicks, interrupts and the
 // control channel belong to the server (server.ts).
+import type { Logger } from 'pino';
 import type { DeviceKind } from '../ipc/messages.js';
+import type { GuestMemory } from './guest-memory.js';
 import type { DescriptorChain } from './virtio/queue.js';
 
 /**
@@ -66,4 +68,24 @@ export interface DeviceBackend {
   stats(): Record<string, number>;
   /** What the device serves, for its "ready" log line (e.g. { capacity, readOnly }). */
   describe(): Record<string, unknown>;
+}
+
+export interface BackendContext<O> {
+  /** The backend fd the core opened (contract.ts: FD_BACKEND). */
+  fd: number;
+  options: O;
+  numQueues: number;
+  /** Guest RAM, mapped. */
+  memory: GuestMemory;
+  log: Logger;
+}
+
+export interface DeviceKindModule<O = unknown> {
+  readonly kind: DeviceKind;
+  /** Checks the kind's options (config[kind]); throws an Error with one sentence. */
+  parseOptions(raw: unknown): O;
+  /** Makes the backend on the inherited backend fd, before the policy is installed (nothing may be opened after). */
+  createBackend(ctx: BackendContext<O>): DeviceBackend;
+  /** Run-time constants the kind's policy refers to, besides the fixed fd layout. */
+  policyConstants?(options: O): Record<string, number>;
 }

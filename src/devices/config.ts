@@ -11,10 +11,11 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
  * installed, to prove the jail stops it: three calls the policy kills, a
  * write that would grow the disk image, which its file-size limit refuses,
  * and two calls the 9p policy kills by their arguments (openat2 from the
- * working directory, mknodat of a device node in the share).
+ * working directory, mknodat of a device node in the share), and filling
+ * memory until its bound (RLIMIT_DATA) stops it.
  */
-export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image' | 'openat2-cwd' | 'mknod-device';
-const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image', 'openat2-cwd', 'mknod-device'];
+export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image' | 'openat2-cwd' | 'mknod-device' | 'allocate';
+const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image', 'openat2-cwd', 'mknod-device', 'allocate'];
 
 export interface DeviceConfig {
   kind: DeviceKind;

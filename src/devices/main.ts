@@ -37,6 +37,14 @@ function installSeccomp(config: DeviceConfig, constants: Record<string, number>,
 /** Test only: what a taken-over device might try, right after the policy is installed (config.ts). */
 function attemptAfterJail(probe: JailProbe, log: Logger): void {
   log.warn({ probe }, 'test probe: attempting what the jail must stop');
+  if (probe === 'allocate') {
+    // Once serving (after its hello), keeps every MiB it gets until its memory bound ends it.
+    setTimeout(() => {
+      const held: Buffer[] = [];
+      for (;;) held.push(Buffer.alloc(1024 * 1024, 0x42));
+    }, 100);
+    return;
+  }
   try {
     if (probe === 'socket') libc.close(libc.socket(libc.AF_INET, libc.SOCK_STREAM));
     else if (probe === 'open') fs.closeSync(fs.openSync('/etc/hostname', 'r'));

@@ -5,11 +5,16 @@
 import fs from 'node:fs';
 import * as libc from '../../sys/libc.js';
 import type { DeviceBackend } from '../backend.js';
-import type { BlkOptions } from './kind.js';
 import type { DescriptorChain } from '../virtio/queue.js';
 import { preadFull, pwriteFull, scatter, fdatasync } from './io.js';
 import { parseRequest, type BlkRequest } from './request.js';
 import * as C from './constants.js';
+
+export interface BlkOptions {
+  readOnly: boolean;
+  /** Up to 20 bytes (VIRTIO_BLK_ID_BYTES), returned by GET_ID. */
+  serial?: string;
+}
 
 export const BLK_MAX_QUEUE_SIZE = 256;
 export const MAX_DISCARD_SECTORS = 0x40_0000; // 2 GiB per segment

@@ -1,13 +1,7 @@
 // virtio-blk as a device kind: its options ({ readOnly, serial }) and its backend.
-import type { DeviceKindModule } from '../kinds.js';
-import { BlkBackend } from './backend.js';
+import type { DeviceKindModule } from '../backend.js';
+import { BlkBackend, type BlkOptions } from './backend.js';
 import { VIRTIO_BLK_ID_BYTES } from './constants.js';
-
-export interface BlkOptions {
-  readOnly: boolean;
-  /** Up to 20 bytes (VIRTIO_BLK_ID_BYTES), returned by GET_ID. */
-  serial?: string;
-}
 
 export const blkKind: DeviceKindModule<BlkOptions> = {
   kind: 'blk',

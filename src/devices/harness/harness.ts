@@ -19,7 +19,7 @@ import { ControlChannel } from '../../ipc/channel.js';
 import type { ActivateMessage, DeviceMessage, HelloMessage, StatsMessage } from '../../ipc/messages.js';
 import { launchDevice, type DeviceExit, type DeviceProcess } from '../../core/jail/launch.js';
 import type { JailProbe, LogLevel, SeccompMode } from '../config.js';
-import type { BlkOptions } from '../blk/kind.js';
+import type { BlkOptions } from '../blk/backend.js';
 import type { DeviceKind } from '../../ipc/messages.js';
 import { GuestMemory, type MemoryRegion } from '../guest-memory.js';
 import { ringSizes } from '../virtio/queue.js';

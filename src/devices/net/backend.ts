@@ -21,10 +21,19 @@ import { ioctl } from '../../sys/libc.js';
 import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from '../virtio/queue.js';
 import { hasFeature } from '../../ipc/messages.js';
 import * as C from './constants.js';
-import type { NetOptions } from './kind.js';
 import { LinkDown, RX_AGAIN, RX_DROPPED, setU16, type FrameLink, type RxTarget } from './link.js';
 import { PasstLink } from './passt-link.js';
 import { MAX_RX_BUFFERS, TapLink } from './tap-link.js';
+
+export interface NetOptions {
+  /** tap: a tap fd with a 12-byte vnet header; passt: passt's socket (4-byte length + frame). */
+  backend: 'tap' | 'passt';
+  /** aa:bb:cc:dd:ee:ff */
+  mac: string;
+  mtu: number;
+  /** TUN_F_* offloads the tap accepted when the core probed it (tap only; 0 for passt). */
+  tapOffloads: number;
+}
 
 export const NET_MAX_QUEUE_SIZE = 256;
 /** Frames received per event-loop turn before yielding to the other work. */

@@ -1,17 +1,7 @@
 // virtio-net as a device kind: its options and its backend.
-import type { DeviceKindModule } from '../kinds.js';
-import { NetBackend } from './backend.js';
+import type { DeviceKindModule } from '../backend.js';
+import { NetBackend, type NetOptions } from './backend.js';
 import { DEFAULT_MTU, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN } from './constants.js';
-
-export interface NetOptions {
-  /** tap: a tap fd with a 12-byte vnet header; passt: passt's socket (4-byte length + frame). */
-  backend: 'tap' | 'passt';
-  /** aa:bb:cc:dd:ee:ff */
-  mac: string;
-  mtu: number;
-  /** TUN_F_* offloads the tap accepted when the core probed it (tap only; 0 for passt). */
-  tapOffloads: number;
-}
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const KNOWN_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;

@@ -9,11 +9,17 @@ import type { Logger } from 'pino';
 import type { DeviceBackend } from '../backend.js';
 import { QueueError, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from '../virtio/queue.js';
 import { VIRTIO_9P_MOUNT_TAG, encodeConfig } from './config-space.js';
-import type { P9Options } from './kind.js';
 import { E, HEADER, MAX_MSIZE, RLERROR, RREAD_HEADER, T, TWRITE_HEADER } from './protocol.js';
 import { P9Session, type Exchange } from './session.js';
 import { Share } from './share.js';
 import { finish, reply } from './wire.js';
+
+export interface P9Options {
+  /** The mount tag the guest mounts by. */
+  tag: string;
+  /** Refuse every change with EROFS. */
+  readOnly: boolean;
+}
 
 export const P9_MAX_QUEUE_SIZE = 256;
 const VIRTIO_F_VERSION_1 = 32;

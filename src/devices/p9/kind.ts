@@ -1,15 +1,8 @@
 // virtio-9p as a device kind: its options ({ tag, readOnly }) and its backend
 // on the share's root directory fd, which the core opened.
-import type { DeviceKindModule } from '../kinds.js';
-import { P9Backend } from './backend.js';
+import type { DeviceKindModule } from '../backend.js';
+import { P9Backend, type P9Options } from './backend.js';
 import { tagProblem } from './config-space.js';
-
-export interface P9Options {
-  /** The mount tag the guest mounts by. */
-  tag: string;
-  /** Refuse every change with EROFS. */
-  readOnly: boolean;
-}
 
 export function parseP9Options(raw: unknown): P9Options {
   if (typeof raw !== 'object' || raw === null) throw new Error('p9 must be an object');
