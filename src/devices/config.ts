@@ -11,11 +11,12 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
  * installed, to prove the jail stops it: three calls the policy kills, a
  * write that would grow the disk image, which its file-size limit refuses,
  * and two calls the 9p policy kills by their arguments (openat2 from the
- * working directory, mknodat of a device node in the share), and filling
- * memory until its bound (RLIMIT_DATA) stops it.
+ * working directory, mknodat of a device node in the share), filling
+ * memory until its bound (RLIMIT_DATA) stops it, and an ioctl the net policy
+ * does not allow on its tap (TUNSETIFF, which would attach it elsewhere).
  */
-export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image' | 'openat2-cwd' | 'mknod-device' | 'allocate';
-const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image', 'openat2-cwd', 'mknod-device', 'allocate'];
+export type JailProbe = 'socket' | 'execve' | 'open' | 'grow-image' | 'openat2-cwd' | 'mknod-device' | 'allocate' | 'tap-setiff';
+const JAIL_PROBES: readonly string[] = ['socket', 'execve', 'open', 'grow-image', 'openat2-cwd', 'mknod-device', 'allocate', 'tap-setiff'];
 
 export interface DeviceConfig {
   kind: DeviceKind;

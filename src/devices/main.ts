@@ -12,6 +12,7 @@ import { ConfigError, parseDeviceConfig, type DeviceConfig, type JailProbe } fro
 import { FD_BACKEND, FD_CONTROL, FD_LOG, FD_MEMORY, inflightFd } from './contract.js';
 import { GuestMemory } from './guest-memory.js';
 import { deviceKind } from './kinds.js';
+import { TUNSETIFF } from './net/constants.js';
 import type { DeviceBackend } from './backend.js';
 import { installPolicy } from './seccomp/index.js';
 import { DeviceServer } from './server.js';
@@ -51,6 +52,7 @@ function attemptAfterJail(probe: JailProbe, log: Logger): void {
     else if (probe === 'grow-image') libc.pwrite(FD_BACKEND, Uint8Array.of(0x42), 2 ** 40); // far past any test image's end
     else if (probe === 'openat2-cwd') libc.close(libc.openat2(libc.AT_FDCWD, '/etc/hostname', libc.O_RDONLY, 0, 0));
     else if (probe === 'mknod-device') libc.mknodat(FD_BACKEND, 'splitvm-probe-null', libc.S_IFCHR | 0o666); // in the share (9p)
+    else if (probe === 'tap-setiff') libc.ioctlIn(FD_BACKEND, TUNSETIFF, new Uint8Array(40)); // net: attach the tap fd elsewhere
     else libc.execve('/nonexistent/splitvm-probe', ['probe']);
   } catch (e) {
     log.warn({ probe, err: (e as Error).message }, 'test probe: the call failed but the process lives');

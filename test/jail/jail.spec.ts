@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { ControlChannel } from '../../src/ipc/channel.js';
-import { launchDevice, LaunchError, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
+import { launchDevice, LaunchError, DEVICE_DATA_LIMIT, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
 import { repoRoot } from '../../src/sys/paths.js';
 import * as libc from '../../src/sys/libc.js';
 
@@ -154,6 +154,7 @@ describe('device jail (real processes)', function () {
     const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
     assert.match(limits, new RegExp(`Max open files\\s+${DEVICE_NOFILE}\\s+${DEVICE_NOFILE}`));
     assert.match(limits, /Max core file size\s+0\s+0/);
+    assert.match(limits, new RegExp(`Max data size\\s+${DEVICE_DATA_LIMIT.blk}\\s+${DEVICE_DATA_LIMIT.blk}`));
   }
 
   describe('with the fixture device', () => {

@@ -13,6 +13,7 @@ import { GuestMemory, MiB } from '../../src/core/memory.js';
 import { DeviceStartError, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
 import * as libc from '../../src/sys/libc.js';
 import { blkKind } from '../../src/core/kinds/blk.js';
+import { DEVICE_DATA_LIMIT } from '../../src/core/jail/launch.js';
 
 const HOSTILE = fileURLToPath(new URL('./fixtures/hostile-device.mjs', import.meta.url));
 
@@ -79,6 +80,37 @@ describe('device supervisor: the real jailed blk device', function () {
       assert.match(String(probe.err), /pwrite failed: EFBIG/);
       assert.ok(records.every((r) => r.device === 'blk7'));
       assert.equal(statSync(image).size, 64 * 1024);
+    } finally {
+      await dev.shutdown();
+    }
+  });
+
+  it('dies when it allocates past its memory bound (RLIMIT_DATA), which a guest memory larger than the bound does not count toward; its death is logged with the cause', async function () {
+    const dir = mkdtempSync(join(tmpdir(), 'splitvm-data-'));
+    const image = join(dir, 'disk.img');
+    writeFileSync(image, Buffer.alloc(64 * 1024));
+    const relayed: string[] = [];
+    const core: Record<string, unknown>[] = [];
+    const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
+    // 1 GiB of guest RAM, four times the bound: MAP_SHARED, so the device still starts and says hello.
+    const dev = await VirtioDeviceProcess.start({
+      name: 'blk8', kind: 'blk', numQueues: 1, options: backend.options, fileSizeLimit: backend.fileSizeLimit, extraConfig: { testAttemptAfterJail: 'allocate' },
+      backendFd: backend.fd, memory: GuestMemory.create(1024 * MiB), jail: true, seccomp: 'enforce', logLevel: 'info',
+      log: pino({ level: 'info' }, { write: (l: string) => void core.push(JSON.parse(l)) }), writeLog: (l) => relayed.push(l),
+    });
+    const firstPid = dev.pid;
+    const failures: string[] = [];
+    dev.onFailure = (why) => failures.push(why);
+    try {
+      assert.ok(DEVICE_DATA_LIMIT.blk < 1024 * MiB);
+      const deadline = Date.now() + 15000;
+      while (!core.some((l) => l.pid === firstPid && /^device blk8 died: /.test(String(l.msg))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const death = core.find((l) => l.pid === firstPid && /^device blk8 died: /.test(String(l.msg)));
+      assert.ok(death, JSON.stringify(core));
+      // V8's out-of-memory abort, not the seccomp policy
+      assert.notEqual(death.signal, 'SIGSYS');
+      assert.match(relayed.join(''), /JavaScript heap out of memory|Array buffer allocation failed/);
+      assert.match(failures[0] ?? '', /^device process died: /);
     } finally {
       await dev.shutdown();
     }

@@ -11,6 +11,8 @@
 // hand-written mount/pivot_root script (and a shell in the jail) for the same
 // root, has no die-with-parent and no status channel.
 //
+// Memory: each kind's RLIMIT_DATA (DEVICE_DATA_LIMIT), set through prlimit.
+//
 // fds in the device: 0,1 /dev/null; 2 log; 3 control socketpair; 4, 5, … the
 // `fds` given (memfd, backend, kick0, call0, kick1, call1, …; a null there is
 // /dev/null, e.g. a device without a backend). Nothing else:
@@ -23,6 +25,7 @@ import os from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { DEVICE_GLIBC_TUNABLES, DEVICE_NODE_FLAGS } from '../../devices/contract.js';
+import type { DeviceKind } from '../../ipc/messages.js';
 import { markAllCloexec } from '../../sys/libc.js';
 import { repoRoot, which } from '../../sys/paths.js';
 
@@ -31,8 +34,8 @@ export type SeccompMode = 'enforce' | 'log' | 'off';
 export interface LaunchOptions {
   /** instance name for messages, e.g. "blk0" */
   name: string;
-  /** device kind; also names its policy (policies/<kind>.policy) */
-  kind: string;
+  /** device kind; also names its policy (policies/<kind>.policy) and its memory bound (DEVICE_DATA_LIMIT) */
+  kind: DeviceKind;
   /** device configuration, passed as JSON in argv[2] with name, kind and seccomp added */
   config: object;
   /** in order: guest memory memfd, backend fd, kick0, call0, kick1, call1, … → device fds 4, 5, 6, …; null: /dev/null there */
@@ -94,8 +97,33 @@ export function deviceEnv(numQueues: number): Record<string, string> {
   return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(numQueues + 8) };
 }
 
+const MiB = 1024 * 1024;
+
 /** RLIMIT_NOFILE of a jailed device: Node with a worker holds ~30 fds. */
 export const DEVICE_NOFILE = 64;
+/**
+ * RLIMIT_DATA of a jailed device, per kind: the kernel counts private
+ * writable mappings (malloc, V8's committed heap pages, thread stacks), not
+ * V8's PROT_NONE reservations nor MAP_SHARED ones (guest memory, the
+ * in-flight file), so a bound here does not depend on the guest's size.
+ * Measured as the peak VmData of each kind's device serving its benchmark
+ * (npm run bench -- blk|net|p9; blk at 1 MiB requests, queue depth 32):
+ * blk 157 MiB, net 144 MiB, p9 134 MiB, of which ~130 MiB is there from the
+ * start (mostly the 8 MiB stacks of the libuv pool's and V8's threads).
+ * About twice that: V8 keeps the heap pages it committed, so a busy
+ * device's heap can grow past what a benchmark shows (the jail tests'
+ * fixture, a second isolate and 300k objects of garbage, peaks at 295 MiB).
+ * A device past its bound fails its allocations and dies (V8's
+ * out-of-memory abort, or an uncaught allocation failure); the core sees a
+ * death like any other.
+ */
+export const DEVICE_DATA_LIMIT: Readonly<Record<DeviceKind, number>> = { blk: 384 * MiB, net: 320 * MiB, p9: 320 * MiB };
+/**
+ * RLIMIT_STACK (soft) of a jailed device: libuv and glibc size every thread's
+ * stack from it, and those stacks count against RLIMIT_DATA, so the bound
+ * must not depend on the caller's `ulimit -s`.
+ */
+export const DEVICE_STACK = 8 * MiB;
 /** Where the repository appears inside the jail. */
 export const JAIL_REPO = '/splitvm';
 
@@ -182,7 +210,8 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
       if (!prlimit) throw new LaunchError('prlimit is not installed: install the Debian package util-linux');
       const statusFd = stdio.length;
       stdio.push('pipe');
-      const limits = ['--core=0:0', `--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`];
+      const data = DEVICE_DATA_LIMIT[opts.kind];
+      const limits = ['--core=0:0', `--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`, `--data=${data}:${data}`, `--stack=${DEVICE_STACK}:`];
       if (opts.fileSizeLimit !== undefined) limits.push(`--fsize=${opts.fileSizeLimit}:${opts.fileSizeLimit}`);
       // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
       // and seccomp already forbids creating processes.
