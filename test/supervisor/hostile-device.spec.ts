@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { GuestMemory, MiB } from '../../src/core/memory.js';
-import { DeviceStartError, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
+import { DeviceStartError, STATS_TIMEOUT_MS, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
 import * as libc from '../../src/sys/libc.js';
 import { blkKind } from '../../src/core/kinds/blk.js';
 import { DEVICE_DATA_LIMIT } from '../../src/core/jail/launch.js';
@@ -57,6 +57,20 @@ describe('device supervisor: a hostile device process', function () {
     assert.notEqual(dev.pid, firstPid, 'a replacement runs');
     await dev.shutdown();
   });
+
+  it('stats() resolves null when the device never answers, and when it is killed while asked', async function () {
+    const dev = await start('silent-stats');
+    const t0 = Date.now();
+    const [a, b] = await Promise.all([dev.stats(), dev.stats()]);
+    assert.deepEqual([a, b], [null, null]);
+    assert.ok(Date.now() - t0 >= STATS_TIMEOUT_MS - 50 && Date.now() - t0 < STATS_TIMEOUT_MS + 1000, `took ${Date.now() - t0} ms`);
+    const asked = dev.stats();
+    process.kill(dev.pid, 'SIGKILL');
+    const t1 = Date.now();
+    assert.equal(await asked, null);
+    assert.ok(Date.now() - t1 < STATS_TIMEOUT_MS - 500, 'answered by the death, not the timeout');
+    await dev.shutdown();
+  });
 });
 
 describe('device supervisor: the real jailed blk device', function () {
@@ -80,6 +94,9 @@ describe('device supervisor: the real jailed blk device', function () {
       assert.match(String(probe.err), /pwrite failed: EFBIG/);
       assert.ok(records.every((r) => r.device === 'blk7'));
       assert.equal(statSync(image).size, 64 * 1024);
+      // two stats requests at once: each gets its own answer
+      const [a, b] = await Promise.all([dev.stats(), dev.stats()]);
+      assert.ok(a && b && typeof a.inFlight === 'number' && typeof b.inFlight === 'number', JSON.stringify([a, b]));
     } finally {
       await dev.shutdown();
     }

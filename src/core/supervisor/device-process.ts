@@ -23,6 +23,10 @@ import { relayDeviceLog } from './log-relay.js';
 
 const HELLO_TIMEOUT_MS = 15000;
 const RESET_TIMEOUT_MS = 5000;
+/** How long stats() waits for the device's answer before resolving null. */
+export const STATS_TIMEOUT_MS = 2000;
+/** Unanswered stats requests after which stats() asks no more (a silent device must not grow the queue). */
+const MAX_PENDING_STATS = 16;
 /** Bytes of unread control messages after which a device is taken for hung. */
 const MAX_CONTROL_BACKLOG = 1024 * 1024;
 
@@ -79,7 +83,8 @@ export class VirtioDeviceProcess implements DeviceLink {
   private proc!: DeviceProcess;
   private channel!: ControlChannel<'core'>;
   private pendingReset: (() => void) | null = null;
-  private pendingStats: ((c: Record<string, number>) => void) | null = null;
+  /** Every stats() call not yet answered, oldest first: the device answers requests in order. */
+  private readonly pendingStats: ((c: Record<string, number> | null) => void)[] = [];
   private stopping = false;
   /** True once the process serving the queues is a replacement that fails every request. */
   private failed = false;
@@ -182,8 +187,7 @@ export class VirtioDeviceProcess implements DeviceLink {
         this.pendingReset = null;
         break;
       case 'stats':
-        this.pendingStats?.(m.counters);
-        this.pendingStats = null;
+        this.pendingStats.shift()?.(m.counters);
         break;
       case 'hello':
         this.opts.log.warn({ device: this.opts.name }, 'device sent a second hello; ignored');
@@ -195,6 +199,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.channel.close();
     this.pendingReset?.();
     this.pendingReset = null;
+    for (const answer of this.pendingStats.splice(0)) answer(null);
     if (this.stopping) return;
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
@@ -257,10 +262,22 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.send({ type: 'config-write', offset, data });
   }
 
-  /** The device's counters, or null if it is gone. */
+  /** The device's counters; null if it is gone, dies first or has not answered within STATS_TIMEOUT_MS. */
   stats(): Promise<Record<string, number> | null> {
-    if (!this.send({ type: 'stats-request' })) return Promise.resolve(null);
-    return new Promise((resolve) => (this.pendingStats = resolve));
+    if (this.pendingStats.length >= MAX_PENDING_STATS || !this.send({ type: 'stats-request' })) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const answer = (c: Record<string, number> | null) => {
+        clearTimeout(timer);
+        resolve(c);
+      };
+      // Left in the queue when it times out: a late answer then goes to it, not to a later request.
+      const timer = setTimeout(() => {
+        const i = this.pendingStats.indexOf(answer);
+        this.pendingStats[i] = () => undefined;
+        resolve(null);
+      }, STATS_TIMEOUT_MS);
+      this.pendingStats.push(answer);
+    });
   }
 
   /** Asks the device to exit, then kills it if it has not within a second. */
