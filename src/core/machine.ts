@@ -14,6 +14,7 @@ import { COM1_IRQ, COM1_PORT, UART_PORT_COUNT, Uart8250 } from './legacy/uart-82
 import { GuestMemory, MMIO_HOLE_START } from './memory.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciRoot } from './pci/root.js';
 import { isSoftwareKvmHost } from './quirks.js';
+import { LineBudget } from './line-budget.js';
 import type { SeccompMode } from './jail/launch.js';
 import type { DeviceRequest, OpenedBackend } from './kinds/index.js';
 import { VirtioDeviceProcess } from './supervisor/device-process.js';
@@ -42,6 +43,9 @@ export interface MachineConfig {
 }
 
 export type MachineExit = { kind: 'reset' | 'poweroff'; fixups: number } | { kind: 'error'; message: string };
+
+/** Warnings a second about a guest placing a BAR over another device (LineBudget). */
+const BAR_WARNINGS_PER_SECOND = 5;
 
 /** Where KVM puts the TSS and identity-map pages it needs: just below the BIOS ROM at 4 GiB. */
 const KVM_TSS_ADDR = 0xfffbd000;
@@ -86,9 +90,13 @@ export class Machine {
     const high = this.memory.size - low;
     this.pio.insert(CMOS_PORT, CMOS_PORT_COUNT, new CmosRtc({ ramBelow4G: low, ramAbove4G: high }));
     this.pio.insert(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, this.pci);
-    this.transportHost = new KvmTransportHost(this.vm, this.mmio, (addr, why) =>
-      config.log.warn({ addr: `0x${addr.toString(16)}`, why }, 'guest placed a PCI BAR over another device; it stays unmapped'),
-    );
+    // A guest can place BARs in a loop: a few warnings a second, then a count of those left out.
+    const barWarnings = new LineBudget(BAR_WARNINGS_PER_SECOND);
+    this.transportHost = new KvmTransportHost(this.vm, this.mmio, (addr, why) => {
+      const dropped = barWarnings.take();
+      if (dropped === null) return;
+      config.log.warn({ addr: `0x${addr.toString(16)}`, why, ...(dropped > 0 ? { dropped } : {}) }, 'guest placed a PCI BAR over another device; it stays unmapped');
+    });
     this.vcpus = new VcpuSet(this.pio, this.mmio, {
       fixup: (vcpu, kind, rip) => config.log.debug({ vcpu, kind, rip: `0x${rip.toString(16)}` }, 'software-KVM fixup applied'),
       deviceError: (bus, addr, e) => config.log.error({ bus, addr: `0x${addr.toString(16)}`, err: e.message }, 'a device model failed on a guest access; answered with all ones'),

@@ -4,6 +4,8 @@
 // the core itself never throws. The hostile device is a small script run
 // without a jail (what it says is the point here, not what it can do).
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -131,5 +133,36 @@ describe('device supervisor: the real jailed blk device', function () {
     } finally {
       await dev.shutdown();
     }
+  });
+});
+
+describe('device supervisor: a device that logs without end', function () {
+  this.timeout(30000);
+
+  it('neither crashes nor stalls the core while its stderr is a full pipe nobody reads; the drops are counted in a line', async function () {
+    const core = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./fixtures/flooded-core.ts', import.meta.url)), '3000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    core.stderr.pause(); // nobody reads it until the core has reported
+    let out = '';
+    const reported = new Promise<Record<string, unknown>>((resolve, reject) => {
+      core.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const first = out.split('\n')[0]!;
+        if (out.includes('\n')) resolve(JSON.parse(first) as Record<string, unknown>);
+      });
+      core.once('exit', (code, signal) => reject(new Error(`the core exited (${signal ?? code}) before reporting: ${out}`)));
+    });
+    const report = await reported;
+    assert.equal(report.alive, true);
+    assert.ok((report.maxLateMs as number) < 250, `the core's timers ran up to ${String(report.maxLateMs)} ms late`);
+    let err = '';
+    core.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    core.stderr.resume();
+    const [code] = (await once(core, 'exit')) as [number | null];
+    assert.equal(code, 0, err.slice(-2000));
+    assert.match(out, /done/);
+    const records = err.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const drops = records.filter((r) => typeof r.dropped === 'number' && (r.dropped as number) > 0);
+    assert.ok(drops.length > 0, err.slice(-2000));
+    assert.ok(records.length < 20000, `${records.length} lines reached stderr`);
   });
 });

@@ -6,7 +6,6 @@
 // a replacement process, jailed the same way, takes over the queues only to
 // fail every request, so the guest's I/O ends in errors instead of hanging.
 // The VM goes on.
-import { writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ControlChannel, type DeviceKind, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
 import * as libc from '../../sys/libc.js';
@@ -19,7 +18,7 @@ export interface SharedMemory {
   regions: MemoryRegion[];
 }
 import type { DeviceLink } from '../virtio/pci-transport.js';
-import { relayDeviceLog } from './log-relay.js';
+import { coreStderr, relayDeviceLog } from './log-relay.js';
 
 const HELLO_TIMEOUT_MS = 15000;
 const RESET_TIMEOUT_MS = 5000;
@@ -136,7 +135,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       log: 'pipe',
       fileSizeLimit: opts.fileSizeLimit,
     });
-    relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => void writeSync(2, line)));
+    relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => coreStderr.write(line)));
     this.channel = new ControlChannel('core', this.proc.control);
     this.hello = await this.awaitHello();
     this.channel.on('message', (m) => this.onMessage(m));
