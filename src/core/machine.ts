@@ -113,7 +113,7 @@ export class Machine {
     try {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log,
+        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume',
       });
     } catch (e) {
       libc.close(backend.fd);

@@ -1,13 +1,16 @@
 // The core's handle on one device process: creates its eventfds, launches it
 // in its jail with exactly its fds, checks its hello (everything a device
 // says is untrusted), relays activate / reset / config writes from the
-// transport, and watches it die: the death is logged with its cause
-// (SIGSYS = the seccomp policy), the guest is told (DEVICE_NEEDS_RESET), and
-// a replacement process, jailed the same way, takes over the queues only to
-// fail every request, so the guest's I/O ends in errors instead of hanging.
-// The VM goes on.
+// transport, and watches it die. A death is logged with its cause (SIGSYS =
+// the seccomp policy). With an in-flight record ('resume') a new process,
+// jailed the same way, takes the queues over where the dead one was — what
+// it had taken and not completed is taken again — so the guest notices
+// nothing; past a restart budget, or without a record, the guest is told
+// (DEVICE_NEEDS_RESET) and a replacement fails every request, so the
+// guest's I/O ends in errors instead of hanging. The VM goes on.
 import type { Logger } from 'pino';
-import { ControlChannel, type DeviceKind, type DeviceMessage, type HelloMessage } from '../../ipc/index.js';
+import { ControlChannel, MAX_QUEUE_SIZE, type DeviceKind, type DeviceMessage, type HelloMessage, type QueueAddresses } from '../../ipc/index.js';
+import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
 import * as libc from '../../sys/libc.js';
 import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
 import type { MemoryRegion } from '../memory.js';
@@ -21,6 +24,10 @@ import type { DeviceLink } from '../virtio/pci-transport.js';
 import { coreStderr, relayDeviceLog } from './log-relay.js';
 
 const HELLO_TIMEOUT_MS = 15000;
+/** A device that dies more often than this is failed rather than restarted. */
+export const RESTART_BUDGET = { count: 5, windowMs: 60_000 };
+/** Bytes of one queue's slot in the in-flight record file: room for the largest queue. */
+const INFLIGHT_SLOT_BYTES = inflightQueueBytes(MAX_QUEUE_SIZE);
 const RESET_TIMEOUT_MS = 5000;
 /** How long stats() waits for the device's answer before resolving null. */
 export const STATS_TIMEOUT_MS = 2000;
@@ -40,11 +47,14 @@ export interface DeviceProcessOptions {
   /** The in-flight record file the device keeps its queues' records in (vhost-user's INFLIGHT_SHMFD); passed after the queues' fds. Owned by the caller. */
   inflight?: { fd: number; size: number };
   /**
-   * After a death: 'failed' (default) starts a replacement that fails every
+   * After a death: 'resume' starts a device that serves normally and takes
+   * the queues over where the dead one was, from the in-flight record this
+   * object keeps (at most RESTART_BUDGET times in its window, then as
+   * 'failed'); 'failed' (default) starts a replacement that fails every
    * request; 'none' leaves it to the owner (onDeath), e.g. to start a
    * device that resumes the queues from the in-flight record.
    */
-  replacement?: 'failed' | 'none';
+  replacement?: 'resume' | 'failed' | 'none';
   /** Merged into the start-up config as is: for tests (a jail probe, a hostile fixture's script). */
   extraConfig?: Record<string, unknown>;
   /** The backend (image, tap, directory) the core opened; kept for a replacement, closed at shutdown. */
@@ -87,7 +97,12 @@ export class VirtioDeviceProcess implements DeviceLink {
   private stopping = false;
   /** True once the process serving the queues is a replacement that fails every request. */
   private failed = false;
-  private lastActivation: { features: number; queues: { index: number; size: number; desc: number; avail: number; used: number }[] } | null = null;
+  /** With replacement 'resume': the in-flight record file this object made, and when it restarted the device. */
+  private readonly ownInflight: { fd: number; size: number } | null = null;
+  private readonly restartTimes: number[] = [];
+  /** Deaths after which the device resumed its queues. */
+  restarts = 0;
+  private lastActivation: { features: number; queues: QueueAddresses[] } | null = null;
   /** Called when the device asks for a reset or dies. */
   onFailure: (reason: string) => void = () => {};
   onConfigChanged: (config: Uint8Array) => void = () => {};
@@ -98,6 +113,13 @@ export class VirtioDeviceProcess implements DeviceLink {
     // Kicks are read with blocking reads in the device; the call eventfds are irqfds, which KVM reads.
     this.kickFds = opts.queueFds?.kick ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
     this.callFds = opts.queueFds?.call ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
+    if (opts.replacement === 'resume' && !opts.inflight) {
+      // One record slot per queue, sized for the largest queue (the file is sparse).
+      const size = opts.numQueues * INFLIGHT_SLOT_BYTES;
+      const fd = libc.memfdCreate(`splitvm-inflight-${opts.name}`);
+      libc.ftruncate(fd, size);
+      this.ownInflight = { fd, size };
+    }
   }
 
   static async start(opts: DeviceProcessOptions): Promise<VirtioDeviceProcess> {
@@ -123,11 +145,12 @@ export class VirtioDeviceProcess implements DeviceLink {
     const { opts } = this;
     const fds = [opts.memory.fd, opts.backendFd];
     for (let q = 0; q < opts.numQueues; q++) fds.push(this.kickFds[q]!, this.callFds[q]!);
-    if (opts.inflight) fds.push(opts.inflight.fd);
+    const inflight = this.inflight;
+    if (inflight) fds.push(inflight.fd);
     this.proc = await launchDevice({
       name: opts.name,
       kind: opts.kind,
-      config: { ...opts.extraConfig, ...(opts.inflight ? { inflight: { size: opts.inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
+      config: { ...opts.extraConfig, ...(inflight ? { inflight: { size: inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
@@ -203,10 +226,49 @@ export class VirtioDeviceProcess implements DeviceLink {
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
     if (this.opts.replacement === 'none') return this.onDeath(how);
+    if (this.opts.replacement === 'resume' && !this.failed && this.withinRestartBudget()) {
+      this.resume(how).catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'restarting the device failed'));
+      return;
+    }
     this.onFailure(`device process died: ${how}`);
     if (!this.failed) {
       this.replace().catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'replacing the device failed'));
     }
+  }
+
+  private get inflight(): { fd: number; size: number } | null {
+    return this.opts.inflight ?? this.ownInflight;
+  }
+
+  /** Counts a restart now; false once RESTART_BUDGET restarts fall within its window. */
+  private withinRestartBudget(): boolean {
+    const now = Date.now();
+    while (this.restartTimes.length > 0 && now - this.restartTimes[0]! > RESTART_BUDGET.windowMs) this.restartTimes.shift();
+    if (this.restartTimes.length >= RESTART_BUDGET.count) {
+      this.opts.log.error({ device: this.opts.name, restarts: this.restartTimes.length, windowMs: RESTART_BUDGET.windowMs }, `device ${this.opts.name} died too often: it is failed`);
+      return false;
+    }
+    this.restartTimes.push(now);
+    return true;
+  }
+
+  /**
+   * Starts a device that serves normally on the same queues: from the
+   * in-flight record it takes again what the dead one had taken and not
+   * completed, so the guest sees nothing but a delay.
+   */
+  private async resume(how: string): Promise<void> {
+    try {
+      await this.launch();
+    } catch (e) {
+      this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the restarted device process did not start');
+      this.onFailure(`device process died: ${how}`);
+      return this.replace();
+    }
+    if (this.stopping) return this.proc.kill();
+    this.restarts++;
+    this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid, restarts: this.restarts }, `device ${this.opts.name} restarted after it died (${how}): its queues resume`);
+    if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
   }
 
   /** Starts the process that fails the dead one's requests, and gives it the queues. */
@@ -236,8 +298,16 @@ export class VirtioDeviceProcess implements DeviceLink {
   }
 
   activate(features: number, queues: { index: number; size: number; desc: number; avail: number; used: number }[]): void {
+    if (this.ownInflight) queues = queues.map((q) => ({ ...q, inflight: q.index * INFLIGHT_SLOT_BYTES }));
     this.lastActivation = { features, queues };
     this.send({ type: 'activate', features, queues });
+  }
+
+  /** After a reset the driver sets its queues up anew: what was recorded of the old ones must not be taken again. */
+  private clearInflight(): void {
+    if (!this.ownInflight) return;
+    libc.ftruncate(this.ownInflight.fd, 0);
+    libc.ftruncate(this.ownInflight.fd, this.ownInflight.size);
   }
 
   /** Resolves when the device confirms it has stopped its queues (or is gone, or after a timeout). */
@@ -252,6 +322,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       }, RESET_TIMEOUT_MS);
       this.pendingReset = () => {
         clearTimeout(timer);
+        this.clearInflight();
         resolve();
       };
     });
@@ -287,5 +358,6 @@ export class VirtioDeviceProcess implements DeviceLink {
     await this.proc.exited;
     clearTimeout(timer);
     for (const fd of [...this.kickFds, ...this.callFds, this.opts.backendFd]) libc.close(fd);
+    if (this.ownInflight) libc.close(this.ownInflight.fd);
   }
 }
