@@ -44,6 +44,8 @@ export class DeviceServer {
   private readonly kickWatchers: FdWatcher[];
   private inFlight = 0;
   private resetPending = false;
+  /** A reset that completes what is in flight: nothing new is taken meanwhile. */
+  private draining = false;
   private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
 
   constructor(
@@ -92,7 +94,7 @@ export class DeviceServer {
         this.activate(msg);
         break;
       case 'reset':
-        this.reset();
+        this.reset(msg.complete === true);
         break;
       case 'config-write':
         this.backend.configWrite(msg.offset, msg.data);
@@ -114,6 +116,7 @@ export class DeviceServer {
   }
 
   private activate(msg: ActivateMessage): void {
+    this.draining = false;
     if (this.queues.length > 0) {
       this.log.warn('activate while active: resetting first');
       this.stopAll();
@@ -136,7 +139,7 @@ export class DeviceServer {
       try {
         const pulled = this.backend.pulledQueues?.includes(q.index) ?? false;
         const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled };
-        if (this.failed) sq.queue.resumeFromUsed();
+        if (this.failed && q.inflight === undefined) sq.queue.resumeFromUsed();
         else if (q.inflight !== undefined) {
           // A record a dead device left says where to resume; a fresh one starts at the base.
           sq.queue.trackInflight(this.inflightRecord(q.inflight, q.size), q.base);
@@ -177,7 +180,7 @@ export class DeviceServer {
     return {
       index: sq.index,
       pop: () => {
-        if (sq.stopped) return null;
+        if (sq.stopped || this.draining) return null;
         try {
           const chain = sq.queue.pop();
           if (chain) this.counters.requests++;
@@ -212,15 +215,23 @@ export class DeviceServer {
     this.backend.reset?.();
   }
 
-  private reset(): void {
+  private reset(complete: boolean): void {
     this.counters.resets++;
-    this.stopAll();
     this.resetPending = true;
+    if (complete) {
+      // Take nothing new; what is in flight completes onto the rings, then they stop.
+      this.draining = true;
+      this.backend.reset?.();
+    } else this.stopAll();
     this.maybeResetDone();
   }
 
   private maybeResetDone(): void {
     if (this.resetPending && this.inFlight === 0) {
+      if (this.draining) {
+        this.draining = false;
+        this.stopAll();
+      }
       this.resetPending = false;
       this.log.info('reset done');
       this.channel.send({ type: 'reset-done' });
@@ -257,7 +268,7 @@ export class DeviceServer {
       let budget = sq.queue.size;
       for (;;) {
         let chain: DescriptorChain | null;
-        while (!sq.stopped && budget > 0 && (chain = sq.queue.pop()) !== null) {
+        while (!sq.stopped && !this.draining && budget > 0 && (chain = sq.queue.pop()) !== null) {
           this.submit(sq, chain);
           budget--;
         }

@@ -51,7 +51,13 @@ export interface QueueAddresses {
   inflight?: number;
 }
 export interface ActivateMessage { v: 1; type: 'activate'; features: number; queues: QueueAddresses[] }
-export interface ResetMessage { v: 1; type: 'reset' }
+/**
+ * Stop the queues. With `complete`, the queues live on (a vhost-user
+ * frontend's stop): the requests already taken are completed and published
+ * before reset-done, so the rings can be resumed at the used index. Without
+ * it (a driver reset) the rings are gone: completions are not published.
+ */
+export interface ResetMessage { v: 1; type: 'reset'; complete?: boolean }
 export interface ConfigWriteMessage { v: 1; type: 'config-write'; offset: number; data: Uint8Array }
 export interface StatsRequestMessage { v: 1; type: 'stats-request' }
 export interface ShutdownMessage { v: 1; type: 'shutdown' }
@@ -190,6 +196,9 @@ export function validateCoreMessage(x: unknown): CoreMessage {
       return msg as unknown as ConfigWriteMessage;
     }
     case 'reset':
+      fields(msg, type, [], ['complete']);
+      if (msg.complete !== undefined && typeof msg.complete !== 'boolean') fail('reset.complete must be a boolean');
+      return msg as unknown as CoreMessage;
     case 'stats-request':
     case 'shutdown':
       fields(msg, type, []);

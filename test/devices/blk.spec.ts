@@ -290,6 +290,22 @@ describe('virtio-blk device process', function () {
       const [q] = h.activate();
       assert.equal((await new BlkDriver(h, q!).read(0, 512)).status, C.VIRTIO_BLK_S_OK);
     });
+    it('a reset that completes (a vhost-user stop) publishes every request it had taken before reset-done, and takes none after', async () => {
+      const { d, h } = await blk();
+      const taken = Array.from({ length: 8 }, (_, i) => d.add({ type: C.VIRTIO_BLK_T_IN, sector: i * 64, inLen: 256 * 1024 }));
+      d.q.kick();
+      while ((await h.stats()).requests < taken.length) await new Promise((r) => setTimeout(r, 1));
+      h.channel.send({ type: 'reset', complete: true });
+      await h.next('reset-done');
+      const published = d.q.usedIdx();
+      assert.equal(published, taken.length, 'every request taken was published');
+      const late = d.add({ type: C.VIRTIO_BLK_T_IN, sector: 0, inLen: 512 });
+      d.q.kick();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(d.q.usedIdx(), published, 'nothing is taken once the reset is asked for');
+      for (const t of taken) assert.equal((await t.reply).status, C.VIRTIO_BLK_S_OK);
+      void late.reply.catch(() => undefined);
+    });
     it('exits when told to shut down', async () => {
       const h = await start();
       h.channel.send({ type: 'shutdown' });

@@ -100,6 +100,8 @@ export class VirtioDeviceProcess implements DeviceLink {
   /** With replacement 'resume': the in-flight record file this object made, and when it restarted the device. */
   private readonly ownInflight: { fd: number; size: number } | null = null;
   private readonly restartTimes: number[] = [];
+  /** A new process is being started after a death: activations wait for it. */
+  private relaunching = false;
   /** Deaths after which the device resumed its queues. */
   restarts = 0;
   private lastActivation: { features: number; queues: QueueAddresses[] } | null = null;
@@ -258,13 +260,16 @@ export class VirtioDeviceProcess implements DeviceLink {
    * completed, so the guest sees nothing but a delay.
    */
   private async resume(how: string): Promise<void> {
+    this.relaunching = true;
     try {
       await this.launch();
     } catch (e) {
+      this.relaunching = false;
       this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the restarted device process did not start');
       this.onFailure(`device process died: ${how}`);
       return this.replace();
     }
+    this.relaunching = false;
     if (this.stopping) return this.proc.kill();
     this.restarts++;
     this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid, restarts: this.restarts }, `device ${this.opts.name} restarted after it died (${how}): its queues resume`);
@@ -274,12 +279,15 @@ export class VirtioDeviceProcess implements DeviceLink {
   /** Starts the process that fails the dead one's requests, and gives it the queues. */
   private async replace(): Promise<void> {
     this.failed = true;
+    this.relaunching = true;
     try {
       await this.launch();
     } catch (e) {
+      this.relaunching = false;
       this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the replacement device process did not start: the device stays dead');
       return;
     }
+    this.relaunching = false;
     if (this.stopping) return this.proc.kill();
     this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid }, `device ${this.opts.name} replaced: its requests now fail`);
     if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
@@ -297,9 +305,10 @@ export class VirtioDeviceProcess implements DeviceLink {
     return true;
   }
 
-  activate(features: number, queues: { index: number; size: number; desc: number; avail: number; used: number }[]): void {
+  activate(features: number, queues: QueueAddresses[]): void {
     if (this.ownInflight) queues = queues.map((q) => ({ ...q, inflight: q.index * INFLIGHT_SLOT_BYTES }));
     this.lastActivation = { features, queues };
+    if (this.relaunching) return; // the new process gets it once it is up
     this.send({ type: 'activate', features, queues });
   }
 
@@ -310,10 +319,15 @@ export class VirtioDeviceProcess implements DeviceLink {
     libc.ftruncate(this.ownInflight.fd, this.ownInflight.size);
   }
 
-  /** Resolves when the device confirms it has stopped its queues (or is gone, or after a timeout). */
-  reset(): Promise<void> {
+  /**
+   * Resolves when the device confirms it has stopped its queues. With
+   * `complete` (the queues live on, e.g. a vhost-user stop) it first
+   * completes what it had taken. (or is gone, or after a timeout). */
+  reset(opts: { complete?: boolean } = {}): Promise<void> {
     this.lastActivation = null;
-    if (!this.send({ type: 'reset' })) return Promise.resolve();
+    // The driver sets its queues up anew (or is gone): nothing recorded of the old ones may be taken again.
+    this.clearInflight();
+    if (!this.send(opts.complete ? { type: 'reset', complete: true } : { type: 'reset' })) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.opts.log.error({ device: this.opts.name }, 'device did not confirm a reset; stopping it');
@@ -322,7 +336,6 @@ export class VirtioDeviceProcess implements DeviceLink {
       }, RESET_TIMEOUT_MS);
       this.pendingReset = () => {
         clearTimeout(timer);
-        this.clearInflight();
         resolve();
       };
     });

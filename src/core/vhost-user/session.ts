@@ -80,7 +80,7 @@ export class VhostUserSession {
   private running: string | null = null;
   readonly done: Promise<void>;
   private finish!: () => void;
-  readonly counters = { messages: 0, refused: 0, deviceStarts: 0, restarts: 0 };
+  readonly counters = { messages: 0, refused: 0, deviceStarts: 0 };
 
   constructor(
     private readonly fd: number,
@@ -294,6 +294,7 @@ export class VhostUserSession {
           throw new P.ProtocolViolation('SET_INFLIGHT_FD: the record does not fit its file, or its layout is not one we make');
         }
         taken.add(fd);
+        await this.stopDevice(); // a running device keeps its records in the old file
         this.setInflight(fd, i.mmapSize, i.queueSize);
         return;
       }
@@ -342,10 +343,16 @@ export class VhostUserSession {
       if (r.offset % 4096 !== 0) throw new P.ProtocolViolation(`memory region at 0x${r.gpa.toString(16)} has an unaligned offset`);
       if (i > 0 && sorted[i - 1]!.gpa + sorted[i - 1]!.size > r.gpa) throw new P.ProtocolViolation('memory regions overlap');
     }
+    let memory: GuestMemory;
+    try {
+      memory = GuestMemory.map(fds[0]!, regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })));
+    } catch (e) {
+      throw new P.ProtocolViolation(`the memory table cannot be mapped: ${(e as Error).message}`);
+    }
     await this.stopDevice();
     for (const r of this.regions) libc.close(r.fd);
     this.regions = regions.map((r, i) => ({ ...r, fd: fds[i]! }));
-    this.memory = GuestMemory.map(this.regions[0]!.fd, this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })));
+    this.memory = memory;
   }
 
   /** The used index ring `ring` shows in guest memory (0 when it was never set up). */
@@ -376,23 +383,18 @@ export class VhostUserSession {
     const kick = this.rings.map((r, i) => (ready.includes(i) ? dup(r.kick) : spare()));
     const call = this.rings.map((r, i) => (ready.includes(i) && r.call >= 0 ? dup(r.call) : spare()));
     this.counters.deviceStarts++;
+    // The memory and in-flight fds stay the session's (a restarted process gets them again);
+    // the duplicates of the backend and eventfds are the device's, closed at its shutdown.
     const device = await VirtioDeviceProcess.start({
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: dup(o.backend.fd), options: o.backend.options,
-      fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: dup(this.regions[0]!.fd), regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
+      fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
       queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log,
-      ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'none' as const } : {}),
+      // With an in-flight record a device that dies is restarted by the supervisor on the same
+      // rings (within its budget): what it had taken and not completed is taken again.
+      ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'resume' as const } : {}),
     });
+    if (this.closed) return void (await device.shutdown()); // the frontend left while it started
     device.onFailure = (reason) => this.log.error({ reason }, 'the device failed: the frontend should reset it');
-    // With in-flight records a new device takes over the rings where the dead one was:
-    // what it had taken and not completed is taken again, and the guest does not notice.
-    device.onDeath = (how) => {
-      if (this.device !== device) return;
-      this.device = null;
-      this.running = null;
-      this.counters.restarts++;
-      this.log.warn({ how }, 'device process died: starting another on the same rings');
-      void this.applyRings().catch((e: Error) => void this.close(`restarting the device failed: ${e.message}`));
-    };
     const features = Number(this.features & ((1n << 53n) - 1n) & ~(1n << BigInt(P.VHOST_USER_F_PROTOCOL_FEATURES)));
     const recordBytes = this.inflight ? inflightQueueBytes(this.inflight.queueSize) : 0;
     device.activate(features, ready.map((i) => {
@@ -411,7 +413,7 @@ export class VhostUserSession {
     if (!d) return;
     this.device = null;
     this.running = null;
-    await d.reset();
+    await d.reset({ complete: true }); // the rings live on: what the device took completes onto them
     await d.shutdown();
     // The rings resume where the device stopped.
     for (const r of this.rings) if (r.addr) r.base = this.usedIndex(r);
