@@ -100,7 +100,9 @@ export function parseRunArgs(argv: string[]): RunOptions {
   for (const kind of CORE_DEVICE_KINDS) {
     const values = (v as Record<string, unknown>)[kind.flag] as string[];
     try {
-      values.forEach((value, i) => devices.push({ kind, spec: kind.parse(value, i) }));
+      const specs = values.map((value, i) => kind.parse(value, i));
+      kind.checkAll?.(specs);
+      for (const spec of specs) devices.push({ kind, spec });
     } catch (e) {
       if (e instanceof DeviceSpecError) throw new UsageError(e.message);
       throw e;

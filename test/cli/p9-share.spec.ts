@@ -38,6 +38,10 @@ describe('splitvm run --share: user errors', function () {
     assertOneSentence(await runSplitvm(['run', '--kernel', elf, '--share', `${dir},rw`]), 2, /--share option "rw" is not one of tag=TAG, ro/);
   });
 
+  it('two shares with the same tag', async () => {
+    assertOneSentence(await runSplitvm(['run', '--kernel', elf, '--share', `${dir},tag=data`, '--share', `${dir},tag=data`]), 2, /two --share folders have the tag "data"/);
+  });
+
   it('no folder', async () => {
     assertOneSentence(await runSplitvm(['run', '--kernel', elf, '--share', ',ro']), 2, /--share needs a folder/);
   });

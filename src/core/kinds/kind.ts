@@ -42,6 +42,8 @@ export interface CoreDeviceKind<S> {
   readonly usage: string;
   /** Parses one flag value; throws DeviceSpecError. */
   parse(value: string, index: number): S;
+  /** Checks the kind's specs together (e.g. no two shares with one tag); throws DeviceSpecError. */
+  checkAll?(specs: S[]): void;
   /** Opens the backend; throws DeviceStartError with one sentence when the host refuses. */
   open(spec: S, ctx: OpenContext): Promise<OpenedBackend>;
 }

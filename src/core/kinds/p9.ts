@@ -48,6 +48,13 @@ export const p9Kind: CoreDeviceKind<ShareSpec> = {
                      a host folder as a virtio-9p device (9P2000.L), mounted by TAG
                      (default share0, share1, ...); ro refuses every change (repeatable)`,
   parse: parseShareSpec,
+  checkAll(specs) {
+    const seen = new Set<string>();
+    for (const s of specs) {
+      if (seen.has(s.tag)) throw new DeviceSpecError(`two --share folders have the tag "${s.tag}": the guest mounts a share by its tag, so each needs its own`);
+      seen.add(s.tag);
+    }
+  },
   async open(spec) {
     const fd = openShare(spec.path);
     return {
