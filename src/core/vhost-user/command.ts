@@ -21,7 +21,8 @@ import { VhostUserSession } from './session.js';
 
 export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]
        splitvm device net --socket PATH --net user|tap=NAME[,mac=MAC] [options]
-Serves the device to one vhost-user frontend at a time on the UNIX socket PATH.
+       splitvm device 9p --share DIR[,ro] --listen HOST:PORT|PATH   (see splitvm device 9p --help)
+blk and net serve the device to one vhost-user frontend at a time on the UNIX socket PATH.
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
