@@ -60,6 +60,7 @@ export function readRaw(fd: number, buf: Uint8Array): number {
   return r < 0 ? -koffi.errno() : r;
 }
 export const EAGAIN = 11;
+export const EOPNOTSUPP = 95;
 
 export const open = (path: string, flags: number, mode = 0): number => check(`open ${path}`, open_(path, flags | O_CLOEXEC, mode));
 export const close = (fd: number): void => void check('close', close_(fd));

@@ -1,5 +1,6 @@
 // Parsing of one virtio-blk request out of a descriptor chain (no I/O): the
-// 16-byte header (it may span buffers), the data buffers, and the status
+// 16-byte header (read in place when the first buffer holds it, as drivers
+// lay it out; copied out when it spans buffers), the data buffers, and the status
 // byte, which is the last byte of the last writable buffer. A chain without
 // a header or without a writable byte for the status cannot be answered and
 // is malformed (QueueError).
@@ -48,6 +49,11 @@ export function skipBytes(bufs: Uint8Array[], skip: number): Uint8Array[] {
   return out;
 }
 
+/** The little-endian u32 at `at`. */
+function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+}
+
 export function parseRequest(chain: DescriptorChain): BlkRequest {
   if (chain.readableBytes < REQUEST_HEADER_BYTES) throw new QueueError(`blk request header is ${chain.readableBytes} bytes, not ${REQUEST_HEADER_BYTES}`);
   // The status byte: the last byte of the last non-empty writable buffer.
@@ -58,11 +64,11 @@ export function parseRequest(chain: DescriptorChain): BlkRequest {
   const status = lastBuf.subarray(lastBuf.length - 1);
   const writeData = chain.writable.slice(0, last);
   if (lastBuf.length > 1) writeData.push(lastBuf.subarray(0, lastBuf.length - 1));
-  const header = gather(chain.readable, REQUEST_HEADER_BYTES);
-  const dv = new DataView(header.buffer);
+  const first = chain.readable[0]!;
+  const header = first.length >= REQUEST_HEADER_BYTES ? first : gather(chain.readable, REQUEST_HEADER_BYTES);
   return {
-    type: dv.getUint32(0, true),
-    sector: dv.getUint32(12, true) * 0x1_0000_0000 + dv.getUint32(8, true),
+    type: u32(header, 0),
+    sector: u32(header, 12) * 0x1_0000_0000 + u32(header, 8),
     readData: skipBytes(chain.readable, REQUEST_HEADER_BYTES),
     readBytes: chain.readableBytes - REQUEST_HEADER_BYTES,
     writeData,

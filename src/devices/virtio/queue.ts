@@ -3,6 +3,9 @@
 // guest is hostile: every index is checked against the queue size, every
 // buffer against guest RAM, every chain is bounded, and any malformation
 // throws a QueueError (the caller then reports needs-reset and stops the queue).
+// The rings are read through typed-array views of guest memory (little-endian
+// hosts only), not DataViews: under --jitless every DataView call is a
+// builtin call, and the hot path (pop, walk, pushUsed) is made of them.
 import { GuestMemoryError, type GuestMemory } from '../guest-memory.js';
 import type { InflightRegion } from './inflight.js';
 
@@ -66,6 +69,8 @@ function fence(): void {
   Atomics.add(fenceCell, 0, 0);
 }
 
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('virtqueues are read as little-endian typed arrays: a big-endian host is not supported');
+
 function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
@@ -73,9 +78,13 @@ function isPowerOfTwo(n: number): boolean {
 export class SplitQueue {
   readonly size: number;
   private readonly mask: number;
-  private readonly descTable: DataView;
-  private readonly avail: DataView;
-  private readonly used: DataView;
+  /** The descriptor table as u32 words: addr lo, addr hi, len, flags | next << 16. */
+  private readonly descTable: Uint32Array;
+  /** The available ring as u16: flags, idx, ring[size], used_event. */
+  private readonly avail: Uint16Array;
+  /** The used ring as u16 (flags, idx, …, avail_event at 2 + 4 * size) and as u32 (elements from word 1). */
+  private readonly used16: Uint16Array;
+  private readonly used32: Uint32Array;
   private readonly eventIdx: boolean;
   private readonly indirect: boolean;
   /** Next available-ring index to take. */
@@ -105,9 +114,13 @@ export class SplitQueue {
     this.indirect = opts.indirect;
     const sizes = ringSizes(cfg.size);
     const ev = opts.eventIdx ? 0 : 2; // without EVENT_IDX the trailing event fields need not exist
-    this.descTable = this.view(cfg.desc, sizes.desc, 'descriptor table');
-    this.avail = this.view(cfg.avail, sizes.avail - ev, 'available ring');
-    this.used = this.view(cfg.used, sizes.used - ev, 'used ring');
+    const desc = this.ring(cfg.desc, sizes.desc, 4, 'descriptor table');
+    const avail = this.ring(cfg.avail, sizes.avail - ev, 2, 'available ring');
+    const used = this.ring(cfg.used, sizes.used - ev, 4, 'used ring');
+    this.descTable = new Uint32Array(desc.buffer, desc.byteOffset, desc.length >> 2);
+    this.avail = new Uint16Array(avail.buffer, avail.byteOffset, avail.length >> 1);
+    this.used16 = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
+    this.used32 = new Uint32Array(used.buffer, used.byteOffset, used.length >> 2);
     this.inFlight = new Uint8Array(cfg.size);
   }
 
@@ -117,7 +130,7 @@ export class SplitQueue {
    * order) is taken again.
    */
   resumeFromUsed(): void {
-    this.usedIdx = this.used.getUint16(2, true);
+    this.usedIdx = this.used16[1]!;
     this.lastAvail = this.usedIdx;
     this.signalledUsed = this.usedIdx;
     this.availDistance(); // throws QueueError when the rings do not agree
@@ -129,7 +142,7 @@ export class SplitQueue {
    * the two were taken by whoever served it before and are not retaken.
    */
   resumeAt(base: number): void {
-    this.usedIdx = this.used.getUint16(2, true);
+    this.usedIdx = this.used16[1]!;
     this.signalledUsed = this.usedIdx;
     if (((base - this.usedIdx) & 0xffff) > this.size) throw new QueueError(`base ${base} is more than a queue (${this.size}) ahead of the used index ${this.usedIdx}`);
     this.lastAvail = base;
@@ -144,7 +157,7 @@ export class SplitQueue {
    * started). A fresh record starts at `base` (resumeAt), when given.
    */
   trackInflight(record: InflightRegion, base?: number): void {
-    const ringUsed = this.used.getUint16(2, true);
+    const ringUsed = this.used16[1]!;
     if (record.initialized && record.descNum >= this.size) {
       let heads: number[];
       try {
@@ -185,9 +198,9 @@ export class SplitQueue {
     if (again !== undefined) return this.take(again);
     const ahead = this.availDistance();
     if (ahead === 0) return null;
-    const head = this.avail.getUint16(4 + 2 * (this.lastAvail & this.mask), true);
+    const head = this.avail[2 + (this.lastAvail & this.mask)]!;
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    if (this.eventIdx) this.used.setUint16(4 + 8 * this.size, this.lastAvail, true); // avail_event
+    if (this.eventIdx) this.used16[2 + 4 * this.size] = this.lastAvail; // avail_event
     return this.take(head);
   }
 
@@ -208,12 +221,12 @@ export class SplitQueue {
     this.inFlight[head] = 0;
     this.inFlightCount--;
     this.record?.completing(head);
-    const slot = 4 + 8 * (this.usedIdx & this.mask);
-    this.used.setUint32(slot, head, true);
-    this.used.setUint32(slot + 4, len, true);
+    const slot = 1 + 2 * (this.usedIdx & this.mask);
+    this.used32[slot] = head;
+    this.used32[slot + 1] = len;
     // The element is written before the index that publishes it (stores stay in order on x86).
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
-    this.used.setUint16(2, this.usedIdx, true);
+    this.used16[1] = this.usedIdx;
     this.record?.completed(head, this.usedIdx);
   }
 
@@ -228,10 +241,10 @@ export class SplitQueue {
     this.signalledUsed = now;
     fence();
     if (this.eventIdx) {
-      const usedEvent = this.avail.getUint16(4 + 2 * this.size, true);
+      const usedEvent = this.avail[2 + this.size]!;
       return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
     }
-    return (this.avail.getUint16(0, true) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    return (this.avail[0]! & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /**
@@ -240,25 +253,29 @@ export class SplitQueue {
    * missed. Returns true when there is more to pop.
    */
   enableNotify(): boolean {
-    if (this.eventIdx) this.used.setUint16(4 + 8 * this.size, this.lastAvail, true);
+    if (this.eventIdx) this.used16[2 + 4 * this.size] = this.lastAvail;
     fence();
     return this.hasAvailable();
   }
 
   private availDistance(): number {
-    const idx = this.avail.getUint16(2, true);
+    const idx = this.avail[1]!;
     const ahead = (idx - this.lastAvail) & 0xffff;
     if (ahead > this.size) throw new QueueError(`available index ${idx} is ${ahead} entries ahead of ${this.lastAvail} (queue size ${this.size})`);
     return ahead;
   }
 
-  private view(gpa: number, len: number, what: string): DataView {
+  /** A ring's bytes; aligned to `align` in host memory too, for the typed-array views. */
+  private ring(gpa: number, len: number, align: number, what: string): Uint8Array {
+    let bytes: Uint8Array;
     try {
-      return this.mem.dataView(gpa, len);
+      bytes = this.mem.slice(gpa, len);
     } catch (e) {
       if (e instanceof GuestMemoryError) throw new QueueError(`${what}: ${e.message}`);
       throw e;
     }
+    if (bytes.byteOffset % align !== 0) throw new QueueError(`${what} is misaligned in host memory`);
+    return bytes;
   }
 
   private slice(gpa: number, len: number, i: number): Uint8Array {
@@ -285,12 +302,12 @@ export class SplitQueue {
     for (;;) {
       if (idx >= tableSize) throw new QueueError(`next index ${idx} ≥ ${inIndirect ? 'indirect table size' : 'queue size'} ${tableSize}`);
       if (++count > tableSize) throw new QueueError(`descriptor chain from head ${head} is longer than ${tableSize} (a loop?)`);
-      const base = 16 * idx;
-      const lo = table.getUint32(base, true);
-      const hi = table.getUint32(base + 4, true);
-      const len = table.getUint32(base + 8, true);
-      const flags = table.getUint16(base + 12, true);
-      const next = table.getUint16(base + 14, true);
+      const w = 4 * idx;
+      const lo = table[w]!;
+      const hi = table[w + 1]!;
+      const len = table[w + 2]!;
+      const flagsNext = table[w + 3]!;
+      const flags = flagsNext & 0xffff;
       if (hi >= 0x20_0000) throw new QueueError(`descriptor ${idx} address is beyond 2^53`);
       const addr = hi * 0x1_0000_0000 + lo;
 
@@ -299,8 +316,9 @@ export class SplitQueue {
         if (inIndirect) throw new QueueError('nested indirect descriptor');
         if (flags & VIRTQ_DESC_F_NEXT) throw new QueueError('indirect descriptor with NEXT set');
         if (len === 0 || len % 16 !== 0 || len / 16 > this.size) throw new QueueError(`indirect table length ${len} is not a multiple of 16 in 16..${16 * this.size}`);
-        const t = this.slice(addr, len, idx);
-        table = new DataView(t.buffer, t.byteOffset, t.byteLength);
+        let t = this.slice(addr, len, idx);
+        if (t.byteOffset % 4 !== 0) t = t.slice(); // an unaligned table is read from a copy
+        table = new Uint32Array(t.buffer, t.byteOffset, len / 4);
         tableSize = len / 16;
         inIndirect = true;
         idx = 0;
@@ -319,7 +337,7 @@ export class SplitQueue {
       }
       if (readableBytes + writableBytes > MAX_CHAIN_BYTES) throw new QueueError(`descriptor chain from head ${head} is longer than 4 GiB`);
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
-      idx = next;
+      idx = flagsNext >>> 16;
     }
     return { head, readable, writable, readableBytes, writableBytes };
   }
