@@ -161,9 +161,13 @@ export class VirtioDeviceProcess implements DeviceLink {
       fileSizeLimit: opts.fileSizeLimit,
     });
     relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => coreStderr.write(line)));
-    this.channel = new ControlChannel('core', this.proc.control);
-    this.hello = await this.awaitHello();
-    this.channel.on('message', (m) => this.onMessage(m));
+    const channel = new ControlChannel('core', this.proc.control);
+    this.channel = channel;
+    // Listening before the hello is checked: messages that come right behind it
+    // (in the same read) are not lost. Until it is checked, awaitHello has them.
+    let helloChecked = false;
+    channel.on('message', (m) => helloChecked && this.onMessage(m));
+    this.hello = await this.awaitHello(() => (helloChecked = true));
     this.channel.on('error', (e) => {
       opts.log.error({ device: opts.name, err: e.message }, 'device broke the control protocol; stopping it');
       this.proc.kill();
@@ -171,7 +175,8 @@ export class VirtioDeviceProcess implements DeviceLink {
     void this.proc.exited.then((e) => this.onExit(e));
   }
 
-  private awaitHello(): Promise<HelloMessage> {
+  /** Resolves with the device's hello once checked; `checked` runs as soon as it is, before any later message. */
+  private awaitHello(checked: () => void): Promise<HelloMessage> {
     const { opts } = this;
     return new Promise((resolve, reject) => {
       // Once the hello is in, a later error or exit is onExit's business, not this start's.
@@ -192,6 +197,7 @@ export class VirtioDeviceProcess implements DeviceLink {
         if (m.numQueues !== opts.numQueues) return fail(`it offers ${m.numQueues} queues, not ${opts.numQueues}`);
         settled = true;
         clearTimeout(timer);
+        checked();
         resolve(m);
       });
     });
