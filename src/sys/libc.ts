@@ -161,6 +161,9 @@ export const F_GETFL = 3;
 export const F_SETFL = 4;
 /** fcntl with an integer argument (F_GETFL, F_SETFL, F_ADD_SEALS). */
 export const fcntl = (fd: number, cmd: number, arg = 0): number => check('fcntl', fcntl_(fd, cmd, arg));
+const F_DUPFD_CLOEXEC = 1030;
+/** A close-on-exec duplicate of `fd` (the lowest free number). */
+export const dup = (fd: number): number => fcntl(fd, F_DUPFD_CLOEXEC, 0);
 /** Clears O_NONBLOCK on `fd` (shared by every holder of the same open file). */
 export function setBlocking(fd: number): void {
   const flags = fcntl(fd, F_GETFL);

@@ -1,20 +1,11 @@
 // Every mistake a user can make on the command line ends with one sentence
 // on stderr and a non-zero status, never a stack trace.
-import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { runSplitvm, assertOneSentence } from '../helpers/run-splitvm.js';
 import { tinyGuest } from '../helpers/tiny-guest.js';
 
-function assertOneSentence(r: RunResult, status: number, pattern: RegExp): void {
-  assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^splitvm: /);
-  assert.match(lines[0]!, pattern);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-}
 
 /**
  * Runs splitvm, as root, without the capabilities that let root ignore file

@@ -11,18 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { P9Client, SocketTransport, errnoOf } from '../../src/devices/harness/index.js';
 import { MAX_CLIENTS } from '../../src/core/p9-listen.js';
-import { SPLITVM, runSplitvm, type RunResult } from '../helpers/run-splitvm.js';
+import { SPLITVM, runSplitvm, assertOneSentence } from '../helpers/run-splitvm.js';
 
 const DIODLS = '/usr/sbin/diodls';
 const DIODCAT = '/usr/sbin/diodcat';
 
-function assertOneSentence(r: RunResult, status: number, pattern: RegExp): void {
-  assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
-  const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
-  assert.match(lines[0]!, /^splitvm: /);
-  assert.match(lines[0]!, pattern);
-}
 
 /** Starts the server; resolves with the process and the address it printed. */
 function serve(args: string[]): Promise<{ child: ChildProcess; address: string }> {

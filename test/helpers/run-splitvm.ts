@@ -1,5 +1,7 @@
 // Runs the real `splitvm` command as a child process and collects its
-// output and exit status, and reads its JSON log, for CLI and guest tests.
+// output and exit status, reads its JSON log, and checks what a user sees
+// after a mistake, for CLI and guest tests.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -49,4 +51,18 @@ export function logRecords<T = Record<string, unknown>>(stderr: string, msg?: st
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((rec) => msg === undefined || rec.msg === msg) as T[];
+}
+
+/**
+ * What a user sees after a mistake: exit `status` and one sentence on stderr,
+ * `splitvm: …` matching `pattern`, never a stack trace. With `ignoreLog`, the
+ * JSON log lines of the command (its --log-level) are not counted.
+ */
+export function assertOneSentence(r: RunResult, status: number, pattern: RegExp, opts: { ignoreLog?: boolean } = {}): void {
+  assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
+  const lines = r.stderr.trim().split('\n').filter((l) => !opts.ignoreLog || !l.startsWith('{'));
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, /^splitvm: /);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 }

@@ -71,9 +71,8 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
 async function deviceHello(name: string, backend: OpenedBackend, args: VhostUserArgs, log: pino.Logger): Promise<HelloMessage> {
   const memfd = libc.memfdCreate('splitvm-probe');
   libc.ftruncate(memfd, 4096);
-  const dupFd = (fd: number): number => libc.fcntl(fd, 1030, 0);
   const probe = await VirtioDeviceProcess.start({
-    name, kind: args.kind.kind, numQueues: backend.numQueues, backendFd: dupFd(backend.fd), options: backend.options,
+    name, kind: args.kind.kind, numQueues: backend.numQueues, backendFd: libc.dup(backend.fd), options: backend.options,
     fileSizeLimit: backend.fileSizeLimit, memory: { fd: memfd, regions: [{ gpa: 0, size: 4096, offset: 0 }] },
     jail: true, seccomp: args.seccomp, logLevel: 'warn', log,
   });

@@ -11,6 +11,11 @@ export const Req = {
 } as const;
 export const REQ_NAMES = new Map<number, string>(Object.entries(Req).map(([k, v]) => [v, k]));
 
+/** Requests the frontend always waits for an answer to (with REPLY_ACK or not). */
+export const REPLY_REQUESTS: readonly number[] = [
+  Req.GET_FEATURES, Req.GET_PROTOCOL_FEATURES, Req.GET_QUEUE_NUM, Req.GET_VRING_BASE, Req.GET_CONFIG, Req.GET_INFLIGHT_FD, Req.GET_MAX_MEM_SLOTS,
+];
+
 /** Device feature bit: the protocol-feature messages are understood. */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 export const Proto = { MQ: 0, REPLY_ACK: 3, CONFIG: 9, INFLIGHT_SHMFD: 12 } as const;

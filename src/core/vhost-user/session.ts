@@ -54,8 +54,6 @@ export interface SessionOptions {
   log: Logger;
 }
 
-const F_DUPFD_CLOEXEC = 1030;
-const dup = (fd: number): number => libc.fcntl(fd, F_DUPFD_CLOEXEC, 0);
 const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG) | (1 << P.Proto.INFLIGHT_SHMFD);
 /** The most in-flight record file a frontend may ask for (16 queues of 32768 entries fit). */
 const MAX_INFLIGHT_BYTES = 16 * inflightQueueBytes(32768);
@@ -165,7 +163,7 @@ export class VhostUserSession {
     }
     if (reply) this.send(h.request, reply, replyFds);
     else if (h.flags & P.FLAG_NEED_REPLY && this.protocolFeatures & (1 << P.Proto.REPLY_ACK)) this.send(h.request, P.u64Payload(ok ? 0 : 1));
-    else if (!ok && replyExpected(h.request)) this.send(h.request, P.u64Payload(0)); // keep the frontend's reply read in step
+    else if (!ok && P.REPLY_REQUESTS.includes(h.request)) this.send(h.request, P.u64Payload(0)); // keep the frontend's reply read in step
   }
 
   private send(request: number, payload: Uint8Array, fds: number[] = []): void {
@@ -380,13 +378,13 @@ export class VhostUserSession {
     await this.stopDevice();
     const o = this.opts;
     const spare = (): number => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK);
-    const kick = this.rings.map((r, i) => (ready.includes(i) ? dup(r.kick) : spare()));
-    const call = this.rings.map((r, i) => (ready.includes(i) && r.call >= 0 ? dup(r.call) : spare()));
+    const kick = this.rings.map((r, i) => (ready.includes(i) ? libc.dup(r.kick) : spare()));
+    const call = this.rings.map((r, i) => (ready.includes(i) && r.call >= 0 ? libc.dup(r.call) : spare()));
     this.counters.deviceStarts++;
     // The memory and in-flight fds stay the session's (a restarted process gets them again);
     // the duplicates of the backend and eventfds are the device's, closed at its shutdown.
     const device = await VirtioDeviceProcess.start({
-      name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: dup(o.backend.fd), options: o.backend.options,
+      name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: libc.dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
       queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log,
       // With an in-flight record a device that dies is restarted by the supervisor on the same
@@ -431,10 +429,6 @@ export class VhostUserSession {
   }
 }
 
-/** Requests whose frontend always waits for an answer. */
-function replyExpected(req: number): boolean {
-  return [P.Req.GET_FEATURES, P.Req.GET_PROTOCOL_FEATURES, P.Req.GET_QUEUE_NUM, P.Req.GET_VRING_BASE, P.Req.GET_CONFIG, P.Req.GET_INFLIGHT_FD, P.Req.GET_MAX_MEM_SLOTS].includes(req as never);
-}
 
 function closeFd(fd: number): void {
   if (fd >= 0) libc.close(fd);

@@ -11,7 +11,7 @@
 // well-behaved frontend never would.
 import * as libc from '../../sys/libc.js';
 import { connectUnix, recvWithFds, sendWithFds } from '../../sys/unix-socket.js';
-import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, HEADER_BYTES, Proto, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../core/vhost-user/protocol.js';
+import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, HEADER_BYTES, Proto, REPLY_REQUESTS, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../core/vhost-user/protocol.js';
 import { GuestMemory } from '../guest-memory.js';
 import { DriverQueue } from './driver-queue.js';
 import { DriverMemory, harnessRegions, MiB } from './harness.js';
@@ -49,9 +49,6 @@ export interface FrontendRegion {
 
 /** Bits this driver handles: device-specific ones, ANY_LAYOUT, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, VERSION_1. */
 const DRIVER_FEATURES = ((1n << 24n) - 1n) | (1n << 27n) | (1n << 28n) | (1n << 29n) | (1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES)) | (1n << 32n);
-/** Requests whose reply the frontend always reads. */
-const WITH_REPLY: number[] = [Req.GET_FEATURES, Req.GET_PROTOCOL_FEATURES, Req.GET_QUEUE_NUM, Req.GET_VRING_BASE, Req.GET_CONFIG, Req.GET_INFLIGHT_FD, Req.GET_MAX_MEM_SLOTS];
-
 export class VhostUserFrontend extends DriverMemory {
   readonly queues: DriverQueue[] = [];
   /** What the backend offered, and what was accepted. */
@@ -216,7 +213,7 @@ export class VhostUserFrontend extends DriverMemory {
    * defaults to whether REPLY_ACK was negotiated); empty when none is due.
    */
   async call(request: number, payload?: Uint8Array, opts: { fds?: number[]; needReply?: boolean } = {}): Promise<Uint8Array> {
-    const withReply = WITH_REPLY.includes(request);
+    const withReply = REPLY_REQUESTS.includes(request);
     const needReply = !withReply && (opts.needReply ?? this.replyAcked);
     this.send(request, payload, { ...(opts.fds ? { fds: opts.fds } : {}), needReply });
     if (!withReply && !needReply) return new Uint8Array(0);
