@@ -23,7 +23,7 @@ import readline from 'node:readline';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as C from '../../src/devices/blk/constants.js';
+import { runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
 import { BenchError, cleanupSync, killChild, median, printTable, say, spawnTracked } from './lib.js';
@@ -57,12 +57,6 @@ for (const [kind, op, bs, random] of [
   ['1m-seqwrite', 'write', MiB, false],
 ] as const) {
   for (const depth of [1, MAX_DEPTH]) CASES.push({ name: `${kind} qd${depth}`, op, bs, depth, random });
-}
-
-interface Slot {
-  hdr: number;
-  data: number;
-  status: number;
 }
 
 interface DeviceResult {
@@ -112,11 +106,7 @@ function measureMemory(pid: number): Memory {
   };
 }
 
-function readCall(fd: number, buf: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, 0, 8, null, (e) => (e ? reject(e) : resolve())));
-}
-
-/** Runs one case through the device for `ms`, then lets the outstanding requests finish. */
+/** Runs one case through the device for `ms`, then lets the outstanding requests finish; with both processes' CPU time. */
 async function driveDevice(
   h: DeviceHarness,
   q: DriverQueue,
@@ -126,81 +116,10 @@ async function driveDevice(
   completion: 'irq' | 'poll',
   midway?: () => void,
 ): Promise<DeviceResult> {
-  const callBuf = Buffer.alloc(8);
-  let seq = 0;
-  const nextSector = (): number => {
-    if (c.random) return (Math.floor(Math.random() * (IMAGE_BYTES / c.bs)) * c.bs) / 512;
-    const at = seq;
-    seq = (seq + c.bs) % IMAGE_BYTES;
-    return at / 512;
-  };
-  const bySlot = new Map<number, Slot>();
-  const issue = (slot: Slot): void => {
-    const hdr = h.mem.dataView(slot.hdr, 16);
-    hdr.setUint32(0, c.op === 'read' ? C.VIRTIO_BLK_T_IN : C.VIRTIO_BLK_T_OUT, true);
-    hdr.setBigUint64(8, BigInt(nextSector()), true);
-    h.mem.slice(slot.status, 1)[0] = 0xff;
-    const head = q.add([
-      { addr: slot.hdr, len: 16 },
-      { addr: slot.data, len: c.bs, write: c.op === 'read' },
-      { addr: slot.status, len: 1, write: true },
-    ]);
-    bySlot.set(head, slot);
-  };
-  let kicks = 0;
-  let interrupts = 0;
-  const publish = (oldAvail: number): void => {
-    q.publish();
-    if (q.kickNeeded(oldAvail)) {
-      q.kick();
-      kicks++;
-    }
-  };
   const cpu0 = { device: processCpuMs(h.pid), harness: process.cpuUsage() };
-  const t0 = performance.now();
-  const deadline = t0 + ms;
-  let midwayDone = !midway;
-  let ops = 0;
-  let errors = 0;
-  let old = q.availIdx;
-  for (const s of slots.slice(0, c.depth)) issue(s);
-  let outstanding = c.depth;
-  publish(old);
-  while (outstanding > 0) {
-    const used = q.takeUsed();
-    if (used.length === 0) {
-      if (completion === 'poll') await new Promise((r) => setImmediate(r));
-      else {
-        q.setUsedEvent(q.lastUsedIdx); // interrupt me at the next completion
-        if (q.usedIdx() === q.lastUsedIdx) {
-          await readCall(q.callFd, callBuf);
-          interrupts++;
-        }
-      }
-      continue;
-    }
-    const now = performance.now();
-    if (!midwayDone && now > t0 + ms / 2) {
-      midwayDone = true;
-      midway!();
-    }
-    old = q.availIdx;
-    for (const u of used) {
-      const slot = bySlot.get(u.id)!;
-      bySlot.delete(u.id);
-      if (h.mem.slice(slot.status, 1)[0] !== C.VIRTIO_BLK_S_OK) errors++;
-      ops++;
-      outstanding--;
-      if (now < deadline) {
-        issue(slot);
-        outstanding++;
-      }
-    }
-    if (q.availIdx !== old) publish(old);
-  }
-  const seconds = (performance.now() - t0) / 1000;
+  const r = await runLoad(h.mem, q, slots, c, ms, { imageBytes: IMAGE_BYTES, completion, ...(midway ? { midway } : {}) });
   const hc = process.cpuUsage(cpu0.harness);
-  return { ops, seconds, errors, kicks, interrupts, deviceCpuMs: processCpuMs(h.pid) - cpu0.device, harnessCpuMs: (hc.user + hc.system) / 1000 };
+  return { ...r, deviceCpuMs: processCpuMs(h.pid) - cpu0.device, harnessCpuMs: (hc.user + hc.system) / 1000 };
 }
 
 /** The pread/pwrite ceiling: a child Node process with the device's I/O pool size, one run per request. */

@@ -22,7 +22,7 @@
 //   npm run bench -- vhost-user
 import fs from 'node:fs';
 import path from 'node:path';
-import * as C from '../../src/devices/blk/constants.js';
+import { runLoad, type Slot } from './blk/load.js';
 import { MiB, VhostUserFrontend, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
 import { which } from '../../src/sys/paths.js';
@@ -53,12 +53,6 @@ const CASES: Case[] = [
   { name: '1m-seqread qd32', bs: MiB, depth: 32, random: false },
 ];
 
-interface Slot {
-  hdr: number;
-  data: number;
-  status: number;
-}
-
 interface Backend {
   name: string;
   f: VhostUserFrontend;
@@ -66,63 +60,11 @@ interface Backend {
   slots: Slot[];
 }
 
-function readCall(fd: number, buf: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, 0, 8, null, (e) => (e ? reject(e) : resolve())));
-}
-
 /** Keeps `c.depth` reads in flight for `ms`, then lets them finish; returns requests per second. */
 async function drive(b: Backend, c: Case, ms: number): Promise<number> {
-  const { f, q } = b;
-  const callBuf = Buffer.alloc(8);
-  let seq = 0;
-  const nextSector = (): number => {
-    if (c.random) return (Math.floor(Math.random() * (IMAGE_BYTES / c.bs)) * c.bs) / 512;
-    const at = seq;
-    seq = (seq + c.bs) % IMAGE_BYTES;
-    return at / 512;
-  };
-  const bySlot = new Map<number, Slot>();
-  const issue = (slot: Slot): void => {
-    const hdr = f.mem.dataView(slot.hdr, 16);
-    hdr.setUint32(0, C.VIRTIO_BLK_T_IN, true);
-    hdr.setBigUint64(8, BigInt(nextSector()), true);
-    f.mem.slice(slot.status, 1)[0] = 0xff;
-    bySlot.set(q.add([{ addr: slot.hdr, len: 16 }, { addr: slot.data, len: c.bs, write: true }, { addr: slot.status, len: 1, write: true }]), slot);
-  };
-  const publish = (oldAvail: number): void => {
-    q.publish();
-    if (q.kickNeeded(oldAvail)) q.kick();
-  };
-  const t0 = performance.now();
-  const deadline = t0 + ms;
-  let ops = 0;
-  let old = q.availIdx;
-  for (const s of b.slots.slice(0, c.depth)) issue(s);
-  let outstanding = c.depth;
-  publish(old);
-  while (outstanding > 0) {
-    const used = q.takeUsed();
-    if (used.length === 0) {
-      q.setUsedEvent(q.lastUsedIdx); // interrupt me at the next completion
-      if (q.usedIdx() === q.lastUsedIdx) await readCall(q.callFd, callBuf);
-      continue;
-    }
-    const now = performance.now();
-    old = q.availIdx;
-    for (const u of used) {
-      const slot = bySlot.get(u.id)!;
-      bySlot.delete(u.id);
-      if (f.mem.slice(slot.status, 1)[0] !== C.VIRTIO_BLK_S_OK) throw new BenchError(`${b.name}: a ${c.name} request failed`);
-      ops++;
-      outstanding--;
-      if (now < deadline) {
-        issue(slot);
-        outstanding++;
-      }
-    }
-    if (q.availIdx !== old) publish(old);
-  }
-  return ops / ((performance.now() - t0) / 1000);
+  const r = await runLoad(b.f.mem, b.q, b.slots, { ...c, op: 'read' }, ms, { imageBytes: IMAGE_BYTES, completion: 'irq' });
+  if (r.errors > 0) throw new BenchError(`${b.name}: a ${c.name} request failed`);
+  return r.ops / r.seconds;
 }
 
 async function waitForSocket(socket: string, what: string, exited: () => boolean): Promise<void> {
