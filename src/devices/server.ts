@@ -161,6 +161,7 @@ export class DeviceServer {
     for (const sq of started) {
       this.startKickReader(sq.index);
       this.onKick(sq); // buffers may have been made available before the first kick
+      if (sq.queue.takenOver) this.interrupt(sq); // completions a predecessor published may never have been signalled
     }
   }
 
@@ -318,14 +319,17 @@ export class DeviceServer {
     sq.notifyScheduled = true;
     setImmediate(() => {
       sq.notifyScheduled = false;
-      if (sq.stopped || !sq.queue.needsNotify()) return;
-      this.counters.interrupts++;
-      try {
-        libc.eventfdWrite(sq.call);
-      } catch (e) {
-        this.log.error({ queue: sq.index, err: (e as Error).message }, 'call eventfd write failed');
-      }
+      if (!sq.stopped && sq.queue.needsNotify()) this.interrupt(sq);
     });
+  }
+
+  private interrupt(sq: ServedQueue): void {
+    this.counters.interrupts++;
+    try {
+      libc.eventfdWrite(sq.call);
+    } catch (e) {
+      this.log.error({ queue: sq.index, err: (e as Error).message }, 'call eventfd write failed');
+    }
   }
 
   private fail(sq: ServedQueue, e: Error): void {

@@ -99,6 +99,23 @@ describe('device supervisor: a blk device process that dies resumes its queues',
     reads.forEach((r, k) => assert.deepEqual(r.data, pattern([0, 299, 599][k]!)));
   });
 
+  it('a death after publishing completions and before interrupting: the successor interrupts the waiting driver', async () => {
+    // With EVENT_IDX the device interrupts only when the used index passes used_event. A driver
+    // that asks for no interrupt sees its writes completed by polling, without one.
+    q.setUsedEvent(0x8000);
+    const replies = [0, 1, 2, 3].map((i) => d.add({ type: C.VIRTIO_BLK_T_OUT, sector: i * 8, out: pattern(i) }, 10000).reply);
+    q.kick();
+    assert.ok((await Promise.all(replies)).every((r) => r.status === C.VIRTIO_BLK_S_OK));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(q.takeInterrupts(), 0, 'no interrupt while the driver asked for none');
+    // The state a device leaves when it publishes used elements the driver waits for (used_event
+    // behind them) and dies before its interrupt: the driver sleeps until one comes.
+    q.setUsedEvent(0);
+    await killAndWait();
+    assert.ok((await q.waitInterrupt(5000)) > 0, 'the successor interrupted the driver');
+    assert.deepEqual(failures, []);
+  });
+
   it(`a device that dies more than ${RESTART_BUDGET.count} times in ${RESTART_BUDGET.windowMs / 1000} s is failed: the guest is told and its requests fail`, async () => {
     for (let k = 0; k < RESTART_BUDGET.count; k++) await killAndWait();
     assert.deepEqual(failures, []);

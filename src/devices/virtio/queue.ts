@@ -100,6 +100,13 @@ export class SplitQueue {
   private record: InflightRegion | null = null;
   /** Heads a dead predecessor took and did not complete: taken again first, oldest first. */
   private resubmit: number[] = [];
+  /**
+   * Whether this queue carries on from another server. Its predecessor may
+   * have published used elements and died before interrupting: the driver
+   * may be waiting for an interrupt we cannot know it missed, so whoever
+   * takes over interrupts once (drivers tolerate a spurious interrupt).
+   */
+  private carriedOn = false;
 
   constructor(
     private readonly mem: GuestMemory,
@@ -130,6 +137,7 @@ export class SplitQueue {
    * order) is taken again.
    */
   resumeFromUsed(): void {
+    this.carriedOn = true;
     this.usedIdx = this.used16[1]!;
     this.lastAvail = this.usedIdx;
     this.signalledUsed = this.usedIdx;
@@ -142,6 +150,7 @@ export class SplitQueue {
    * the two were taken by whoever served it before and are not retaken.
    */
   resumeAt(base: number): void {
+    this.carriedOn = true;
     this.usedIdx = this.used16[1]!;
     this.signalledUsed = this.usedIdx;
     if (((base - this.usedIdx) & 0xffff) > this.size) throw new QueueError(`base ${base} is more than a queue (${this.size}) ahead of the used index ${this.usedIdx}`);
@@ -165,6 +174,7 @@ export class SplitQueue {
       } catch (e) {
         throw new QueueError(`in-flight record: ${(e as Error).message}`);
       }
+      this.carriedOn = true;
       this.usedIdx = ringUsed;
       this.signalledUsed = ringUsed;
       this.lastAvail = (ringUsed + heads.length) & 0xffff;
@@ -175,6 +185,11 @@ export class SplitQueue {
       record.init(this.size, this.usedIdx);
     }
     this.record = record;
+  }
+
+  /** Whether the queue was taken over from another server (see carriedOn): interrupt once. */
+  get takenOver(): boolean {
+    return this.carriedOn;
   }
 
   /** Chains a dead predecessor had taken that are still to be taken again. */
