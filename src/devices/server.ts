@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import { FdWatcher, POLLIN } from '../sys/poll.js';
 import type { ControlChannel } from '../ipc/channel.js';
+import { LatencyHistogram } from '../ipc/latency.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
 import type { DeviceBackend, PulledQueue } from './backend.js';
 import { callFd, kickFd } from './contract.js';
@@ -47,6 +48,8 @@ export class DeviceServer {
   /** A reset that completes what is in flight: nothing new is taken meanwhile. */
   private draining = false;
   private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
+  /** From taking a chain to completing it, for the requests this process serves itself (not pulled queues). */
+  private readonly latency = new LatencyHistogram();
 
   constructor(
     private readonly backend: DeviceBackend,
@@ -100,7 +103,7 @@ export class DeviceServer {
         this.backend.configWrite(msg.offset, msg.data);
         break;
       case 'stats-request': {
-        const all: Record<string, number> = { ...this.counters, inFlight: this.inFlight, ...this.backend.stats() };
+        const all: Record<string, number> = { ...this.counters, inFlight: this.inFlight, ...this.latency.counters(), ...this.backend.stats() };
         const counters = Object.fromEntries(Object.entries(all).slice(0, MAX_STATS_ENTRIES));
         this.channel.send({ type: 'stats', counters });
         break;
@@ -287,14 +290,19 @@ export class DeviceServer {
 
   private submit(sq: ServedQueue, chain: DescriptorChain): void {
     this.counters.requests++;
+    const taken = performance.now();
     const r = this.failed ? this.backend.fail(chain) : this.backend.handle(chain); // a QueueError here propagates to drain()
     this.inFlight++;
     if (typeof r === 'number') {
+      this.latency.record((performance.now() - taken) * 1000);
       this.complete(sq, chain.head, r);
       return;
     }
     r.then(
-      (len) => this.complete(sq, chain.head, len),
+      (len) => {
+        this.latency.record((performance.now() - taken) * 1000);
+        this.complete(sq, chain.head, len);
+      },
       (e: Error) => {
         this.inFlight--;
         this.fail(sq, e);
