@@ -1,48 +1,69 @@
 // scripts/bench/blk.ts — owns the virtio-blk device benchmark: the real
 // device process, jailed with its seccomp policy enforced (launched by the
-// core's launcher through the device harness), serves a 256 MiB image in
-// /dev/shm (pre-filled, so every read hits the page cache); the harness drives
-// its queue from the host as a guest driver would — EVENT_IDX kick
-// suppression, used_event set before it sleeps, woken by the call eventfd
-// (the irqfd a guest would get). Cases: 4 KiB random read / write (IOPS) and
-// 1 MiB sequential read / write (MiB/s) at queue depth 1 and 32, 3 s each in
-// 3 rounds (median), each round beside one of the ceiling (blk/direct.ts: the
-// same I/O done directly with pread/pwrite from one Node process) — thread
-// wake-ups on this host vary a lot from one second to the next. Also: the device's and the harness's
-// CPU per request, kicks and interrupts per request, the same 4 KiB reads
-// with the harness polling the used ring instead of sleeping, and the
-// private memory of the device process while it serves (with and without
-// the guest-RAM memfd mapping). Printed beside: the 4 KiB random reads again
-// from a pre-filled image on the disk's file system (/var/tmp, when it is
-// not tmpfs), page cache warm, with its own ceiling — tmpfs refuses the
-// device's inline RWF_NOWAIT reads (EOPNOTSUPP), so there every read takes
-// the pool; on ext4 a cached read is answered inline.
+// core's launcher through the device harness), serves a 256 MiB pre-filled
+// image, page cache warm; the harness drives its queue from the host as a
+// guest driver would — EVENT_IDX kick suppression, used_event set before it
+// sleeps, woken by the call eventfd (the irqfd a guest would get).
 //
-//   npm run bench -- blk        or   node --import tsx scripts/bench/blk.ts
+// The image lives on the disk's file system (/var/tmp, where disk images
+// live; /dev/shm only when /var/tmp is tmpfs): ext4 answers the device's
+// inline RWF_NOWAIT reads. A second, shorter table runs the 4 KiB cases on
+// the other file system (tmpfs, /dev/shm), which refuses RWF_NOWAIT.
+//
+// Cases: 4 KiB random read / write (IOPS) and 1 MiB sequential read / write
+// (MiB/s) at queue depth 1 and 32. Each case runs ROUNDS rounds side by side
+// (device, then the two ceilings, on the same file):
+//   - the Node ceiling (blk/direct.ts): the same I/O done directly with
+//     pread/pwrite from one Node process through libuv's pool, `depth` in
+//     flight, with the device's pool size — what the device is judged by
+//     (ratio = device ÷ Node ceiling, per round; median and min printed);
+//   - the C ceiling (blk/pio-loop.c, compiled here with the system cc): a
+//     pread/pwrite loop, one thread at depth 1, one per CPU at depth 32 —
+//     this machine's page cache, no event loop, no thread hops.
+// Also: the device's and the harness's CPU per request, kicks and interrupts
+// per request; at depth 1 the latency of every request (publication to the
+// driver seeing it used) as p50 / p99 / p99.9; the private memory of the
+// device process while it serves (guest-RAM memfd mapping excluded); and the
+// time from the launcher's spawn to the device's hello (ready), over
+// READY_STARTS starts. With --json (index.ts) the figures are one JSON line.
+//
+//   npm run bench -- blk [--json]     or   node --import tsx scripts/bench/blk.ts [--json]
+//   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length.
 import readline from 'node:readline';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
-import { BenchError, cleanupSync, killChild, median, printTable, say, spawnTracked } from './lib.js';
+import {
+  BenchError, cleanupSync, jsonRequested, killChild, makeTempDir, median, printJson, printTable, removeTempDir, round, runToEnd, say, spawnTracked,
+  type Figures,
+} from './lib.js';
 
-export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite';
+export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
 
 const IMAGE_BYTES = 256 * MiB;
-const SECONDS = Number(process.env.BLK_BENCH_SECONDS ?? 3);
-const ROUNDS = 3;
-const ROUND_MS = (SECONDS * 1000) / ROUNDS;
-const WARMUP_MS = 300;
+const ROUNDS = Number(process.env.BLK_BENCH_ROUNDS ?? 5);
+const ROUND_MS = Number(process.env.BLK_BENCH_ROUND_MS ?? 600);
+/** Rounds of the second file system's table. */
+const OTHER_ROUNDS = 3;
+const WARMUP_MS = 200;
 const MAX_DEPTH = 32;
 const MAX_BS = MiB;
-/** The device's pool: one thread parked on the kick eventfd + 8 for I/O (launch.ts deviceEnv). The ceiling gets the same 8. */
+const READY_STARTS = 5;
+/** The device's pool: one thread parked on the kick eventfd + 8 for I/O (launch.ts deviceEnv). The Node ceiling gets the same 8. */
 const IO_THREADS = 8;
+const CPUS = os.cpus().length;
 const here = path.dirname(fileURLToPath(import.meta.url));
+const TMPFS_MAGIC = 0x01021994;
 
 interface Case {
+  /** e.g. "4k randread qd32" */
   name: string;
+  /** e.g. "4k randread" (the JSON's `case`) */
+  kind: string;
   op: 'read' | 'write';
   bs: number;
   depth: number;
@@ -51,13 +72,14 @@ interface Case {
 
 const CASES: Case[] = [];
 for (const [kind, op, bs, random] of [
-  ['4k-randread', 'read', 4096, true],
-  ['4k-randwrite', 'write', 4096, true],
-  ['1m-seqread', 'read', MiB, false],
-  ['1m-seqwrite', 'write', MiB, false],
+  ['4k randread', 'read', 4096, true],
+  ['4k randwrite', 'write', 4096, true],
+  ['1m seqread', 'read', MiB, false],
+  ['1m seqwrite', 'write', MiB, false],
 ] as const) {
-  for (const depth of [1, MAX_DEPTH]) CASES.push({ name: `${kind} qd${depth}`, op, bs, depth, random });
+  for (const depth of [1, MAX_DEPTH]) CASES.push({ name: `${kind} qd${depth}`, kind, op, bs, depth, random });
 }
+const SMALL_CASES = CASES.filter((c) => c.bs === 4096);
 
 interface DeviceResult {
   ops: number;
@@ -67,6 +89,16 @@ interface DeviceResult {
   interrupts: number;
   deviceCpuMs: number;
   harnessCpuMs: number;
+}
+
+/** One case's rounds: rates (ops/s) of the device and both ceilings, side by side, and the device's counters summed. */
+interface CaseResult {
+  c: Case;
+  device: number[];
+  node: number[];
+  cLoop: number[];
+  counters: DeviceResult;
+  latencyUs?: number[];
 }
 
 interface Memory {
@@ -107,23 +139,15 @@ function measureMemory(pid: number): Memory {
 }
 
 /** Runs one case through the device for `ms`, then lets the outstanding requests finish; with both processes' CPU time. */
-async function driveDevice(
-  h: DeviceHarness,
-  q: DriverQueue,
-  slots: Slot[],
-  c: Case,
-  ms: number,
-  completion: 'irq' | 'poll',
-  midway?: () => void,
-): Promise<DeviceResult> {
+async function driveDevice(h: DeviceHarness, q: DriverQueue, slots: Slot[], c: Case, ms: number, extra: { midway?: () => void; latencies?: number[] } = {}): Promise<DeviceResult> {
   const cpu0 = { device: processCpuMs(h.pid), harness: process.cpuUsage() };
-  const r = await runLoad(h.mem, q, slots, c, ms, { imageBytes: IMAGE_BYTES, completion, ...(midway ? { midway } : {}) });
+  const r = await runLoad(h.mem, q, slots, c, ms, { imageBytes: IMAGE_BYTES, completion: 'irq', ...extra });
   const hc = process.cpuUsage(cpu0.harness);
   return { ...r, deviceCpuMs: processCpuMs(h.pid) - cpu0.device, harnessCpuMs: (hc.user + hc.system) / 1000 };
 }
 
-/** The pread/pwrite ceiling: a child Node process with the device's I/O pool size, one run per request. */
-function startCeiling(image: string): { run: (c: Case, ms: number) => Promise<number>; stop: () => Promise<void> } {
+/** The Node pread/pwrite ceiling: a child Node process with the device's I/O pool size, one run per request. */
+function startNodeCeiling(image: string): { run: (c: Case, ms: number) => Promise<number>; stop: () => Promise<void> } {
   const child = spawnTracked(process.execPath, ['--import', 'tsx', path.join(here, 'blk', 'direct.ts'), JSON.stringify({ image, imageBytes: IMAGE_BYTES })], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, UV_THREADPOOL_SIZE: String(IO_THREADS) },
@@ -133,7 +157,7 @@ function startCeiling(image: string): { run: (c: Case, ms: number) => Promise<nu
     async run(c, ms) {
       child.stdin!.write(`${JSON.stringify({ op: c.op, bs: c.bs, depth: c.depth, random: c.random, ms })}\n`);
       const r = await lines.next();
-      if (r.done) throw new BenchError('the pread/pwrite ceiling process ended early');
+      if (r.done) throw new BenchError('the Node pread/pwrite ceiling process ended early');
       const x = JSON.parse(r.value as string) as { ops: number; seconds: number };
       return x.ops / x.seconds;
     },
@@ -142,6 +166,23 @@ function startCeiling(image: string): { run: (c: Case, ms: number) => Promise<nu
       await killChild(child);
     },
   };
+}
+
+/** Compiles the C pread/pwrite loop into a temporary folder (as exit-cost builds its C VMM). */
+async function buildCLoop(): Promise<{ bin: string; dir: string }> {
+  const dir = makeTempDir('blk-c');
+  const bin = path.join(dir, 'pio-loop');
+  await runToEnd('cc', ['-O2', '-Wall', '-pthread', '-o', bin, path.join(here, 'blk', 'pio-loop.c')], 'building blk/pio-loop.c with cc');
+  return { bin, dir };
+}
+
+/** One C-loop run: ops/s. One thread at depth 1, one per CPU deeper. */
+async function runCLoop(bin: string, image: string, c: Case, ms: number): Promise<number> {
+  const threads = Math.min(c.depth, CPUS);
+  const { stdout } = await runToEnd(bin, [image, c.op, String(c.bs), c.random ? '1' : '0', String(threads), String(ms)], `the C ${c.op} loop`);
+  const [ops, seconds] = stdout.trim().split(/\s+/).map(Number);
+  if (!ops || !seconds) throw new BenchError(`the C loop printed "${stdout.trim()}"`);
+  return ops / seconds;
 }
 
 const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -156,138 +197,169 @@ function makeImage(image: string): number {
   return fd;
 }
 
-const TMPFS_MAGIC = 0x01021994;
+/** The p-th percentile (0..100) of `xs`, nearest rank. */
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = Float64Array.from(xs).sort();
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
 
-/** The 4 KiB random reads from an image in /var/tmp (unless it is tmpfs): [case, device, ceiling] rates, or null. */
-async function diskImageReads(): Promise<{ fsType: string; rows: [Case, number, number][] } | null> {
-  const st = fs.statfsSync('/var/tmp');
-  if (st.type === TMPFS_MAGIC) return null;
-  const dir = fs.mkdtempSync('/var/tmp/splitvm-bench-blk-');
-  const fd = makeImage(path.join(dir, 'disk.img'));
+const ratios = (r: CaseResult): number[] => r.device.map((d, i) => d / r.node[i]!);
+
+interface ImageRun {
+  dir: string;
+  fsType: string;
+  results: CaseResult[];
+  memory?: Memory;
+  stats?: Record<string, number> | null;
+}
+
+/** Runs `cases` against a device serving an image in a new folder under `parent`, each case `rounds` rounds side by side with both ceilings. */
+async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: string, full: boolean): Promise<ImageRun> {
+  const dir = fs.mkdtempSync(path.join(parent, 'splitvm-bench-blk-'));
+  const image = path.join(dir, 'disk.img');
+  const fsType = `0x${fs.statfsSync(parent).type.toString(16)}${fs.statfsSync(parent).type === TMPFS_MAGIC ? ' (tmpfs)' : ''}`;
+  let fd = -1;
   let h: DeviceHarness | undefined;
+  let node: ReturnType<typeof startNodeCeiling> | undefined;
   try {
+    fd = makeImage(image);
     h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 128 * MiB, queueSize: 256, logLevel: 'warn' });
     const [q] = h.activate();
-    libc.setBlocking(q!.callFd);
+    libc.setBlocking(q!.callFd); // the harness sleeps in a pool read on it, as the device does on its kick
     const slots: Slot[] = Array.from({ length: MAX_DEPTH }, () => ({ hdr: h!.alloc(16), data: h!.alloc(MAX_BS, 4096), status: h!.alloc(1) }));
-    const top = startCeiling(path.join(dir, 'disk.img'));
-    const rows: [Case, number, number][] = [];
-    for (const c of CASES.filter((x) => x.bs === 4096 && x.op === 'read')) {
-      await driveDevice(h, q!, slots, c, WARMUP_MS, 'irq');
-      await top.run(c, WARMUP_MS);
-      const dev: number[] = [];
-      const tops: number[] = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        const r = await driveDevice(h, q!, slots, c, ROUND_MS, 'irq');
-        if (r.errors) throw new BenchError(`${c.name} (disk image): ${r.errors} requests failed`);
-        dev.push(r.ops / r.seconds);
-        tops.push(await top.run(c, ROUND_MS));
+    node = startNodeCeiling(image);
+    const results: CaseResult[] = [];
+    let memory: Memory | undefined;
+    for (const c of cases) {
+      await driveDevice(h, q!, slots, c, WARMUP_MS);
+      await node.run(c, WARMUP_MS);
+      const r: CaseResult = { c, device: [], node: [], cLoop: [], counters: { ops: 0, seconds: 0, errors: 0, kicks: 0, interrupts: 0, deviceCpuMs: 0, harnessCpuMs: 0 } };
+      if (full && c.depth === 1 && c.bs === 4096) r.latencyUs = [];
+      for (let i = 0; i < rounds; i++) {
+        const midway = full && c.name === `4k randread qd${MAX_DEPTH}` && i === 1 ? () => (memory = measureMemory(h!.pid)) : undefined;
+        const d = await driveDevice(h, q!, slots, c, ROUND_MS, { ...(midway ? { midway } : {}), ...(r.latencyUs ? { latencies: r.latencyUs } : {}) });
+        if (d.errors) throw new BenchError(`${c.name}: ${d.errors} requests failed`);
+        r.device.push(d.ops / d.seconds);
+        for (const k of ['ops', 'seconds', 'kicks', 'interrupts', 'deviceCpuMs', 'harnessCpuMs'] as const) r.counters[k] += d[k];
+        r.node.push(await node.run(c, ROUND_MS));
+        r.cLoop.push(await runCLoop(cLoop, image, c, ROUND_MS));
       }
-      rows.push([c, median(dev), median(tops)]);
+      results.push(r);
     }
-    await top.stop();
-    return { fsType: `0x${st.type.toString(16)}`, rows };
+    const stats = await h.stats();
+    return { dir: parent, fsType, results, ...(memory ? { memory } : {}), stats };
   } finally {
+    await node?.stop();
     if (h) await h.close();
-    fs.closeSync(fd);
+    if (fd >= 0) fs.closeSync(fd);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-export async function run(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'splitvm-bench-blk-'));
-  const cleanup = (): void => fs.rmSync(dir, { recursive: true, force: true });
-  process.once('exit', cleanup);
-  let h: DeviceHarness | undefined;
-  let imageFd = -1;
+/** Spawn-to-hello of a blk device process on an image, READY_STARTS times (ms). */
+async function readyTimes(parent: string): Promise<number[]> {
+  const dir = fs.mkdtempSync(path.join(parent, 'splitvm-bench-blk-ready-'));
+  const fd = fs.openSync(path.join(dir, 'disk.img'), 'w+');
+  fs.ftruncateSync(fd, 64 * MiB);
+  const times: number[] = [];
   try {
-    const image = path.join(dir, 'disk.img');
-    imageFd = makeImage(image);
-    say(`image: ${IMAGE_BYTES / MiB} MiB in ${path.dirname(dir)}, pre-filled; ${SECONDS} s per case (${ROUNDS} rounds, median); ${fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} CPUs`);
-
-    h = await DeviceHarness.start({ backendFd: imageFd, blk: { readOnly: false }, memSize: 128 * MiB, queueSize: 256, logLevel: 'warn' });
-    const [q] = h.activate();
-    libc.setBlocking(q!.callFd); // the harness sleeps in a pool read on it, as the device does on its kick
-    const slots: Slot[] = Array.from({ length: MAX_DEPTH }, () => ({ hdr: h!.alloc(16), data: h!.alloc(MAX_BS, 4096), status: h!.alloc(1) }));
-    say(`device: pid ${h.pid}, jailed, seccomp enforce`);
-
-    const ceilingProc = startCeiling(image);
-    const results = new Map<string, DeviceResult>();
-    const ceiling = new Map<string, number>();
-    let memory: Memory | undefined;
-    /** ROUNDS device runs (each followed by a ceiling run when `top`): the median rate, counters summed. */
-    const measure = async (c: Case, completion: 'irq' | 'poll', top: boolean, midway?: () => void): Promise<DeviceResult> => {
-      await driveDevice(h!, q!, slots, c, WARMUP_MS, completion);
-      if (top) await ceilingProc.run(c, WARMUP_MS);
-      const runs: DeviceResult[] = [];
-      const tops: number[] = [];
-      for (let i = 0; i < ROUNDS; i++) {
-        const r = await driveDevice(h!, q!, slots, c, ROUND_MS, completion, i === 1 ? midway : undefined);
-        if (r.errors) throw new BenchError(`${c.name}: ${r.errors} requests failed`);
-        runs.push(r);
-        if (top) tops.push(await ceilingProc.run(c, ROUND_MS));
-      }
-      if (top) ceiling.set(c.name, median(tops));
-      const rate = median(runs.map((r) => r.ops / r.seconds));
-      const sum = (k: keyof DeviceResult): number => runs.reduce((a, r) => a + r[k], 0);
-      return { ops: sum('ops'), seconds: sum('ops') / rate, errors: 0, kicks: sum('kicks'), interrupts: sum('interrupts'), deviceCpuMs: sum('deviceCpuMs'), harnessCpuMs: sum('harnessCpuMs') };
-    };
-    for (const c of CASES) {
-      const measureHere = c.name === `4k-randread qd${MAX_DEPTH}`;
-      results.set(c.name, await measure(c, 'irq', true, measureHere ? () => (memory = measureMemory(h!.pid)) : undefined));
+    for (let i = 0; i < READY_STARTS; i++) {
+      const t0 = performance.now();
+      const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'warn' });
+      times.push(performance.now() - t0);
+      await h.close();
     }
-    const pollCases = CASES.filter((c) => c.bs === 4096 && c.op === 'read');
-    const polled = new Map<string, DeviceResult>();
-    for (const c of pollCases) polled.set(c.name, await measure(c, 'poll', false));
-    await ceilingProc.stop();
-    const stats = await h.stats();
-    await h.close();
-    h = undefined;
-    const disk = await diskImageReads();
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return times;
+}
 
+function printResults(run: ImageRun): void {
+  printTable(
+    ['case', 'device', 'Node pread/pwrite', 'C pread/pwrite', 'ratio (median)', 'ratio (min)', 'device/C', 'device CPU µs/req', 'harness CPU µs/req', 'kicks/req', 'irqs/req'],
+    run.results.map((r) => {
+      const { c } = r;
+      const rs = ratios(r);
+      const ops = r.counters.ops;
+      return [
+        c.name,
+        figure(c, median(r.device)),
+        figure(c, median(r.node)),
+        figure(c, median(r.cLoop)),
+        fmt(median(rs), 2),
+        fmt(Math.min(...rs), 2),
+        fmt(median(r.device) / median(r.cLoop), 2),
+        fmt((r.counters.deviceCpuMs * 1000) / ops, 1),
+        fmt((r.counters.harnessCpuMs * 1000) / ops, 1),
+        fmt(r.counters.kicks / ops, 2),
+        fmt(r.counters.interrupts / ops, 2),
+      ];
+    }),
+  );
+}
+
+function caseFigures(r: CaseResult): Figures {
+  const { c } = r;
+  const rs = ratios(r);
+  const unit = c.bs === 4096 ? 'iops' : 'mibps';
+  const conv = (x: number): number | null => (c.bs === 4096 ? round(x, 0) : round((x * c.bs) / MiB, 0));
+  const out: Figures = {
+    case: c.kind,
+    qd: c.depth,
+    ratio: round(median(rs)),
+    ratioMin: round(Math.min(...rs)),
+    [unit]: conv(median(r.device)),
+    [`node${unit === 'iops' ? 'Iops' : 'Mibps'}`]: conv(median(r.node)),
+    [`c${unit === 'iops' ? 'Iops' : 'Mibps'}`]: conv(median(r.cLoop)),
+    ratioToC: round(median(r.device) / median(r.cLoop), 3),
+    deviceCpuUsPerReq: round((r.counters.deviceCpuMs * 1000) / r.counters.ops, 1),
+    kicksPerReq: round(r.counters.kicks / r.counters.ops, 3),
+    irqsPerReq: round(r.counters.interrupts / r.counters.ops, 3),
+  };
+  if (r.latencyUs) Object.assign(out, { p50us: round(percentile(r.latencyUs, 50), 0), p99us: round(percentile(r.latencyUs, 99), 0), p999us: round(percentile(r.latencyUs, 99.9), 0) });
+  return out;
+}
+
+export async function run(): Promise<Figures> {
+  const diskIsTmpfs = fs.statfsSync('/var/tmp').type === TMPFS_MAGIC;
+  const mainDir = diskIsTmpfs ? '/dev/shm' : '/var/tmp';
+  const otherDir = !diskIsTmpfs && fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === TMPFS_MAGIC ? '/dev/shm' : null;
+  const { bin: cLoop, dir: cDir } = await buildCLoop();
+  try {
+    say(`image: ${IMAGE_BYTES / MiB} MiB in ${mainDir}, pre-filled, page cache warm; ${ROUNDS} rounds of ${ROUND_MS} ms per case, side by side with both ceilings; ${CPUS} CPUs`);
+    const main = await benchImage(mainDir, CASES, ROUNDS, cLoop, true);
+    say(`file system ${main.fsType}; ratio = device ÷ Node ceiling, per round (median and min of ${ROUNDS}); C loop: 1 thread at depth 1, ${Math.min(MAX_DEPTH, CPUS)} at depth ${MAX_DEPTH}`);
     say();
+    printResults(main);
+    const lat = main.results.filter((r) => r.latencyUs);
+    say();
+    say('depth-1 latency, from publishing the request to the driver seeing it used (every request of every round):');
     printTable(
-      ['case', 'device', 'pread/pwrite', 'ratio', 'µs/req', 'device CPU µs/req', 'harness CPU µs/req', 'kicks/req', 'irqs/req'],
-      CASES.map((c) => {
-        const r = results.get(c.name)!;
-        const rate = r.ops / r.seconds;
-        const top = ceiling.get(c.name) ?? NaN;
-        return [
-          c.name,
-          figure(c, rate),
-          figure(c, top),
-          fmt(rate / top, 2),
-          fmt((1e6 * c.depth) / rate, 1),
-          fmt((r.deviceCpuMs * 1000) / r.ops, 1),
-          fmt((r.harnessCpuMs * 1000) / r.ops, 1),
-          fmt(r.kicks / r.ops, 2),
-          fmt(r.interrupts / r.ops, 2),
-        ];
+      ['case', 'requests', 'p50 µs', 'p99 µs', 'p99.9 µs', 'p99 / p50'],
+      lat.map((r) => {
+        const p50 = percentile(r.latencyUs!, 50);
+        const p99 = percentile(r.latencyUs!, 99);
+        return [r.c.name, fmt(r.latencyUs!.length), fmt(p50), fmt(p99), fmt(percentile(r.latencyUs!, 99.9)), fmt(p99 / p50, 2)];
       }),
     );
-    say();
-    say('the same 4 KiB random reads with the harness polling the used ring (a CPU spinning) instead of sleeping on the call eventfd:');
-    printTable(
-      ['case', 'device (poll)', 'ratio to pread', 'µs/req', 'device CPU µs/req', 'kicks/req'],
-      pollCases.map((c) => {
-        const r = polled.get(c.name)!;
-        const rate = r.ops / r.seconds;
-        return [c.name, figure(c, rate), fmt(rate / (ceiling.get(c.name) ?? NaN), 2), fmt((1e6 * c.depth) / rate, 1), fmt((r.deviceCpuMs * 1000) / r.ops, 1), fmt(r.kicks / r.ops, 2)];
-      }),
-    );
-    if (disk) {
+
+    let other: ImageRun | undefined;
+    if (otherDir) {
       say();
-      say(`the same 4 KiB random reads from an image in /var/tmp (file system magic ${disk.fsType}, page cache warm; reads answered inline with RWF_NOWAIT):`);
-      printTable(
-        ['case', 'device', 'pread', 'ratio'],
-        disk.rows.map(([c, dev, top]) => [c.name, figure(c, dev), figure(c, top), fmt(dev / top, 2)]),
-      );
+      say(`the 4 KiB cases again with the image in ${otherDir} (tmpfs: no RWF_NOWAIT), ${OTHER_ROUNDS} rounds:`);
+      other = await benchImage(otherDir, SMALL_CASES, OTHER_ROUNDS, cLoop, false);
+      printResults(other);
     }
-    if (memory) {
-      const m = memory;
-      const mib = (k: number): string => fmt(k / 1024, 1);
+
+    const ready = await readyTimes(mainDir);
+    const m = main.memory;
+    const mib = (k: number): string => fmt(k / 1024, 1);
+    if (m) {
       say();
-      say(`memory of the device process while it serves 4k-randread qd${MAX_DEPTH} (MiB; guest RAM is a ${128} MiB memfd):`);
+      say(`memory of the device process while it serves 4k randread qd${MAX_DEPTH} (MiB; guest RAM is a ${128} MiB memfd):`);
       printTable(
         ['', 'private (clean+dirty)', 'PSS', 'RSS'],
         [
@@ -298,18 +370,31 @@ export async function run(): Promise<void> {
       );
     }
     say();
-    say(`device counters at the end: ${JSON.stringify(stats)}`);
+    say(`ready (launcher spawn to hello, jailed, seccomp installed), ${READY_STARTS} starts: median ${fmt(median(ready), 1)} ms, min ${fmt(Math.min(...ready), 1)} ms`);
+    say(`device counters at the end: ${JSON.stringify(main.stats)}`);
+
+    const read1 = main.results.find((r) => r.c.name === '4k randread qd1')?.latencyUs ?? [];
+    return {
+      image: { dir: mainDir, fs: main.fsType, rounds: ROUNDS, roundMs: ROUND_MS },
+      cases: main.results.map(caseFigures),
+      ...(other ? { tmpfsCases: other.results.map(caseFigures) } : {}),
+      deviceMemoryMiB: m ? round((m.privateKiB - m.memfd.privateKiB) / 1024, 1) : null,
+      devicePssMiB: m ? round((m.pssKiB - m.memfd.pssKiB) / 1024, 1) : null,
+      readyMs: round(median(ready), 1),
+      readyMinMs: round(Math.min(...ready), 1),
+      p50us: round(percentile(read1, 50), 0),
+      p99us: round(percentile(read1, 99), 0),
+      p999us: round(percentile(read1, 99.9), 0),
+    };
   } finally {
-    if (h) await h.close();
-    if (imageFd >= 0) fs.closeSync(imageFd);
-    cleanup();
-    process.removeListener('exit', cleanup);
+    removeTempDir(cDir);
   }
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
-    await run();
+    const figures = await run();
+    if (jsonRequested()) printJson(new Map([['blk', figures]]));
   } catch (e) {
     process.stderr.write(`bench blk: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
     process.exitCode = 1;

@@ -10,7 +10,7 @@
 import {
   BenchError, DEFAULT_CMDLINE, QEMU_FAILURE, defaultGuest, effectiveCmdline, ensureQemu, explainQemuFailure,
   hasPvhNote, killChild, median, printTable, qemuArgs, say, startQemu, startSplitvm, waitForLine,
-  type GuestFiles, type QemuMachine,
+  round, type Figures, type GuestFiles, type QemuMachine,
 } from './lib.js';
 import { isSoftwareKvmHost } from '../../src/core/quirks.js';
 
@@ -68,7 +68,7 @@ async function qemuBoot(machine: QemuMachine, guest: GuestFiles, cmdline: string
   }
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   const guest = defaultGuest();
   const cmdline = effectiveCmdline(DEFAULT_CMDLINE);
   say(`guest: ${guest.kernel} + initramfs.cpio, ${MEM_MIB} MiB, 1 vCPU`);
@@ -128,10 +128,13 @@ export async function run(): Promise<void> {
   }
   say();
   printTable(['VMM', 'runs', 'median s', 'min s', 'max s'], rows);
+  const figures: Figures = { splitvmS: round(s), splitvmMinS: round(Math.min(...splitvm)), qemuMachine: qemu?.machine ?? null, qemuS: qemu ? round(median(qemu.times)) : null };
   if (qemu) {
     const ratio = s / median(qemu.times);
     say(`ratio splitvm/QEMU: ${ratio.toFixed(3)} (target ≤ 1.0: ${ratio <= 1.0 ? 'met' : 'not met'})`);
+    figures.ratio = round(ratio, 3);
   } else {
+    figures.qemuProblem = qemuProblem ?? null;
     say(`QEMU: cannot boot this kernel on this host (reason: ${qemuProblem})`);
     say('ratio splitvm/QEMU: n/a');
     if (qemuInt3.length > 0 && isSoftwareKvmHost()) {
@@ -145,6 +148,8 @@ export async function run(): Promise<void> {
         ['QEMU (best machine)', qemuInt3.length, q.toFixed(2)],
       ]);
       say(`ratio splitvm/QEMU up to the point QEMU stops: ${(median(toInt3) / q).toFixed(3)}`);
+      Object.assign(figures, { splitvmToInt3S: round(median(toInt3)), qemuToInt3S: round(q), ratioToInt3: round(median(toInt3) / q, 3) });
     }
   }
+  return figures;
 }

@@ -6,7 +6,7 @@
 // difference of the best times cancels start-up cost. Prints per-exit µs for
 // both and the ratio splitvm/C (target ≤ 1.10). Never fails on the figures.
 import { join } from 'node:path';
-import { makeTempDir, printTable, removeTempDir, repoRoot, runToEnd, say, splitvmBin, BenchError } from './lib.js';
+import { makeTempDir, printTable, removeTempDir, repoRoot, round, runToEnd, say, splitvmBin, BenchError, type Figures } from './lib.js';
 
 export const title = 'port-I/O exit round trip, splitvm vs a minimal C VMM (same 64-bit guest)';
 
@@ -31,7 +31,7 @@ async function build(dir: string): Promise<{ vmm: string; elf: Record<number, st
   return { vmm, elf };
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   const dir = makeTempDir('exit-cost');
   try {
     const { vmm, elf } = await build(dir);
@@ -71,6 +71,7 @@ export async function run(): Promise<void> {
     );
     const ratio = s.perExitUs / c.perExitUs;
     say(`ratio splitvm/C per exit: ${ratio.toFixed(3)} (target ≤ 1.10: ${ratio <= 1.1 ? 'met' : 'not met'})`);
+    return { perExitUs: round(s.perExitUs), cPerExitUs: round(c.perExitUs), ratio: round(ratio, 3), startupMs: round(s.startMs, 0), cStartupMs: round(c.startMs, 0) };
   } finally {
     removeTempDir(dir);
   }

@@ -2,8 +2,9 @@
 // processes that are always cleaned up (tracked, killed on exit and on
 // Ctrl-C), temporary directories that are always removed, the default guest's
 // files and command line, waiting for a line of console output, QEMU
-// discovery, medians and the small printed tables. Benchmarks print figures;
-// they never fail on them.
+// discovery, medians and the small printed tables, and the one JSON line
+// for machines (`--json`): each benchmark's run() returns its figures, the
+// runner (index.ts) prints them. Benchmarks print figures; they never fail on them.
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -259,6 +260,30 @@ export function printTable(header: string[], rows: (string | number)[][]): void 
 }
 
 export const say = (s = '') => process.stdout.write(`${s}\n`);
+
+// ---- Figures for machines (--json) --------------------------------------------
+
+/** What a benchmark's run() returns: its figures, as plain JSON values. */
+export type Figures = Record<string, unknown>;
+
+/** True when the command line asks for the JSON line (`npm run bench -- blk --json`). */
+export const jsonRequested = (argv: string[] = process.argv.slice(2)): boolean => argv.includes('--json');
+
+/** A figure rounded for the JSON line: `digits` significant decimals, NaN and infinities as null. */
+export function round(x: number, digits = 2): number | null {
+  return Number.isFinite(x) ? Number(x.toFixed(digits)) : null;
+}
+
+/**
+ * The JSON line: one object, printed last. With one benchmark, its figures
+ * (and `bench`: its name); with several, `{ "benches": { NAME: figures } }`.
+ * A benchmark that failed has `{ "error": "..." }` as its figures.
+ */
+export function printJson(figures: Map<string, Figures>): void {
+  const entries = [...figures];
+  const obj = entries.length === 1 ? { bench: entries[0]![0], ...entries[0]![1] } : { benches: Object.fromEntries(entries) };
+  say(JSON.stringify(obj));
+}
 
 // ---- Starting VMs --------------------------------------------------------------
 

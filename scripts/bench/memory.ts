@@ -12,7 +12,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import {
   BenchError, QEMU_FAILURE, defaultGuest, effectiveCmdline, ensureQemu, explainQemuFailure, hasPvhNote, killChild,
-  printTable, qemuArgs, say, startQemu, startSplitvm, waitForLine, type GuestFiles, type StartedVm,
+  printTable, qemuArgs, round, say, startQemu, startSplitvm, waitForLine, type Figures, type GuestFiles, type StartedVm,
 } from './lib.js';
 
 export const title = 'memory of a booted 128 MiB guest (RSS, PSS, private; guest RAM vs the VMM itself)';
@@ -170,7 +170,7 @@ async function measureQemu(guest: GuestFiles, cmdline: string): Promise<{ sample
 const mib = (kb: number) => (kb / 1024).toFixed(1);
 const pct = (part: number, whole: number) => (whole ? `${((100 * part) / whole).toFixed(0)}%` : '-');
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   const guest = defaultGuest();
   const cmdline = effectiveCmdline(CMDLINE);
   say(`guest: ${guest.kernel} + initramfs.cpio, ${MEM_MIB} MiB; command line: ${cmdline}`);
@@ -210,4 +210,9 @@ export async function run(): Promise<void> {
     say(`QEMU: cannot boot this kernel on this host (reason: ${qemuProblem})`);
     if (samples.length > 1) say('  its row shows QEMU where the guest stopped, before /init: not a like-for-like comparison of guest RAM.');
   }
+  const mibOf = (kb: number) => round(kb / 1024, 1);
+  return {
+    processes: samples.map((s) => ({ label: s.label, rssMiB: mibOf(s.total.rss), pssMiB: mibOf(s.total.pss), privateMiB: mibOf(s.total.priv), privateWithoutGuestRamMiB: mibOf(s.total.priv - s.ram.priv) })),
+    qemuProblem: qemuProblem ?? null,
+  };
 }

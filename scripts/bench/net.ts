@@ -20,7 +20,7 @@
 // Frames: 64 bytes (packets/s), 1500 and 64 KiB (Gbit/s; 64 KiB frames are
 // plain, without a GSO header). Also: the private memory (Private_Clean +
 // Private_Dirty, smaps_rollup) of one serving device process. The last line
-// is one JSON object with every case.
+// (with --json) is one JSON object with every case.
 //   npm run bench -- net        or   node --import tsx scripts/bench/net.ts
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -31,7 +31,7 @@ import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/
 import * as C from '../../src/devices/net/constants.js';
 import { IovecList, readv, writev } from '../../src/sys/iovec.js';
 import * as libc from '../../src/sys/libc.js';
-import { BenchError, cleanupSync, killChild, median, printTable, say, spawnTracked } from './lib.js';
+import { BenchError, cleanupSync, jsonRequested, killChild, median, printJson, printTable, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-net device process (jailed, seccomp enforced) driven from the host, vs one Node process on the same fd';
 
@@ -225,7 +225,7 @@ function child(role: string, args: string[], fd?: number): { out: Promise<number
 const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const figure = (len: number, fps: number): string => (len === 64 ? `${fmt(fps)} pps` : `${fmt((fps * len * 8) / 1e9, 2)} Gbit/s`);
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   if (process.getuid?.() !== 0) throw new BenchError('needs root: it creates a tap (CAP_NET_ADMIN) for the transmit cases');
   const tap = `svbench${process.pid % 100000}`;
   const results: CaseResult[] = [];
@@ -321,7 +321,7 @@ export async function run(): Promise<void> {
     const base = { case: r.name, ratio: Number((r.device / r.ceiling).toFixed(3)) };
     return r.len === 64 ? { ...base, pps: Math.round(r.device), ceilingPps: Math.round(r.ceiling) } : { ...base, gbps: Number(((r.device * r.len * 8) / 1e9).toFixed(3)), ceilingGbps: Number(((r.ceiling * r.len * 8) / 1e9).toFixed(3)) };
   });
-  say(JSON.stringify({ cases, deviceMemoryMiB: Number((memoryKiB / 1024).toFixed(1)) }));
+  return { cases, deviceMemoryMiB: Number((memoryKiB / 1024).toFixed(1)) };
 }
 
 const role = process.argv[2];
@@ -331,7 +331,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === here) {
   else if (role === 'sock-read') childSockRead(Number(process.argv[3]));
   else {
     try {
-      await run();
+      const figures = await run();
+      if (jsonRequested()) printJson(new Map([['net', figures]]));
     } catch (e) {
       process.stderr.write(`bench net: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
       process.exitCode = 1;

@@ -9,15 +9,15 @@
 // offsets of an open 64 MiB file, 1 MiB reads (in msize-sized Treads), and
 // small files (create, write 4 KiB, remove), each at 1 and 8
 // requests in flight, 2 s per case. Prints ops/s, the ratio to diod, and
-// the private memory of one 9p device process; the last line is one JSON
-// object.
+// the private memory of one 9p device process; with --json the last line is
+// one JSON object (index.ts).
 //   npm run bench -- p9
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { DeviceHarness, MiB, P9Client, QueueTransport, SocketTransport } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
-import { BenchError, killChild, makeTempDir, printTable, say, spawnTracked, splitvmBin } from './lib.js';
+import { BenchError, killChild, makeTempDir, printTable, say, spawnTracked, splitvmBin, type Figures } from './lib.js';
 
 export const title = '9P2000.L: splitvm (socket, virtqueue) vs diod (socket) on the same folder';
 
@@ -169,7 +169,7 @@ function privateMiB(pid: number): number {
   return (priv(rollup) - priv(memfd)) / 1024;
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   if (!fs.existsSync('/usr/sbin/diod')) throw new BenchError('diod is not installed (Debian package diod)');
   const dir = makeTempDir('p9');
   fs.mkdirSync(path.join(dir, 'dir'));
@@ -214,7 +214,7 @@ export async function run(): Promise<void> {
     const mem = privateMiB(h.pid);
     say(`private memory of the 9p device process (virtqueue, after the run, guest-RAM mapping excluded): ${mem.toFixed(1)} MiB`);
     for (const [, c] of targets.slice(0, 2)) c.transport.close();
-    say(JSON.stringify({ benchmark: 'p9', seconds: SECONDS, results, devicePrivateMiB: Number(mem.toFixed(1)) }));
+    return { seconds: SECONDS, results, deviceMemoryMiB: Number(mem.toFixed(1)) };
   } finally {
     await h.close();
     libc.close(rootFd);

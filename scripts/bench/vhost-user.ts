@@ -15,8 +15,8 @@
 // GUEST_SECONDS s a job, median IOPS printed with the ratio. Each guest
 // request goes through TCG-emulated guest code and QEMU's vhost-user
 // frontend before it reaches the backend, so the absolute IOPS measure the
-// emulation as much as the backend: the ratio is the figure to read. The
-// last line is one JSON object; the guest cases are in its `results` too,
+// emulation as much as the backend: the ratio is the figure to read. With
+// --json the last line is one JSON object (index.ts); the guest cases are in its `results` too,
 // with "via":"qemu-tcg-guest".
 //
 //   npm run bench -- vhost-user
@@ -27,7 +27,7 @@ import { MiB, VhostUserFrontend, type DriverQueue } from '../../src/devices/harn
 import * as libc from '../../src/sys/libc.js';
 import { which } from '../../src/sys/paths.js';
 import { runQemuGuest } from '../../test/helpers/qemu-guest.js';
-import { BenchError, ensureQemu, median, printTable, say, spawnTracked, splitvmBin, killChild } from './lib.js';
+import { BenchError, ensureQemu, median, printTable, say, spawnTracked, splitvmBin, killChild, type Figures } from './lib.js';
 
 export const title = 'vhost-user blk: the harness frontend driving splitvm device blk and qemu-storage-daemon side by side';
 
@@ -176,7 +176,7 @@ async function guestLine(dir: string, image: string): Promise<Record<string, Res
   return results;
 }
 
-export async function run(): Promise<void> {
+export async function run(): Promise<Figures> {
   if (!which('qemu-storage-daemon')) throw new BenchError('qemu-storage-daemon is missing (Debian package qemu-system-common)');
   const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'splitvm-bench-vu-'));
   const backends: Backend[] = [];
@@ -215,7 +215,7 @@ export async function run(): Promise<void> {
     }));
     say(`QD32 4 KiB random read: ${fmt(results['4k-randread qd32']!.ratio, 2)}× qemu-storage-daemon (goal ≥ 0.8×)`);
     Object.assign(results, await guestLine(dir, image));
-    say(JSON.stringify({ bench: 'vhost-user', unit: 'requests/s', seconds: SECONDS, rounds: ROUNDS, results }));
+    return { unit: 'requests/s', seconds: SECONDS, rounds: ROUNDS, results };
   } finally {
     for (const b of backends) b.f.close();
     fs.rmSync(dir, { recursive: true, force: true });

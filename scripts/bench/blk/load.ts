@@ -2,7 +2,8 @@
 // fixed set of request slots in guest memory, `depth` requests kept in
 // flight for a while (reads or writes, random or sequential), each slot
 // reissued as soon as it completes, completions awaited by interrupt (the
-// call eventfd, with EVENT_IDX) or by polling the used ring.
+// call eventfd, with EVENT_IDX) or by polling the used ring; optionally the
+// latency of every request, from its publication to the driver seeing it used.
 import fs from 'node:fs';
 import type { GuestMemory } from '../../../src/devices/guest-memory.js';
 import type { DriverQueue } from '../../../src/devices/harness/index.js';
@@ -37,6 +38,8 @@ export interface LoadOptions {
   completion: 'irq' | 'poll';
   /** Called once, halfway through. */
   midway?: () => void;
+  /** When given, each request's latency (µs, publication to the driver seeing it used) is appended. */
+  latencies?: number[];
 }
 
 function readCall(fd: number, buf: Buffer): Promise<void> {
@@ -54,6 +57,8 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
     return at / 512;
   };
   const bySlot = new Map<number, Slot>();
+  /** When each head's request was issued (performance.now()), when latencies are wanted. */
+  const issuedAt = opts.latencies ? new Float64Array(q.size) : null;
   const issue = (slot: Slot): void => {
     const hdr = mem.dataView(slot.hdr, 16);
     hdr.setUint32(0, l.op === 'read' ? C.VIRTIO_BLK_T_IN : C.VIRTIO_BLK_T_OUT, true);
@@ -65,6 +70,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       { addr: slot.status, len: 1, write: true },
     ]);
     bySlot.set(head, slot);
+    if (issuedAt) issuedAt[head] = performance.now();
   };
   let kicks = 0;
   let interrupts = 0;
@@ -107,6 +113,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       const slot = bySlot.get(u.id)!;
       bySlot.delete(u.id);
       if (mem.slice(slot.status, 1)[0] !== C.VIRTIO_BLK_S_OK) errors++;
+      if (issuedAt) opts.latencies!.push((now - issuedAt[u.id]!) * 1000);
       ops++;
       outstanding--;
       if (now < deadline) {
