@@ -19,6 +19,8 @@ import { VHOST_USER_USAGE, VhostUserUsageError, parseVhostUserArgs, serveVhostUs
 import { MiB } from './memory.js';
 import { isSoftwareKvmHost, withHostKernelParams } from './quirks.js';
 import { repoRoot } from '../sys/paths.js';
+import { ApiSocketError, startApiServer, type ApiServer } from './api/server.js';
+import { CtlUsageError, ctlMain } from './api/ctl.js';
 
 
 export const USAGE = `usage: splitvm run [options]
@@ -32,6 +34,8 @@ ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
   --name NAME        the VM's name, in logs and in its devices' default MAC addresses (default splitvm)
   --seccomp MODE     device processes' seccomp policy: enforce (default), log (only log
                      what the policy forbids, for writing policies) or off (no filter)
+  --api-socket PATH  serve the control API (HTTP, JSON) on the UNIX socket PATH, mode 0600;
+                     steer it with splitvm ctl PATH VERB or curl --unix-socket PATH
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
   -h, --help         this text
 On the serial console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.`;
@@ -59,6 +63,7 @@ export interface RunOptions {
   name: string;
   seccomp: SeccompMode;
   logLevel: string;
+  apiSocket?: string;
 }
 
 function positiveInt(flag: string, value: string, min: number, max: number): number {
@@ -86,6 +91,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         name: { type: 'string', default: 'splitvm' },
         seccomp: { type: 'string', default: 'enforce' },
         'log-level': { type: 'string', default: 'warn' },
+        'api-socket': { type: 'string' },
       },
     });
   } catch (e) {
@@ -122,6 +128,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     name,
     seccomp,
     logLevel,
+    ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}),
   };
 }
 
@@ -202,6 +209,15 @@ export async function run(opts: RunOptions): Promise<number> {
     console_.detach();
     throw e;
   }
+  let api: ApiServer | null = null;
+  if (opts.apiSocket) {
+    try {
+      api = await startApiServer(opts.apiSocket, machine, log);
+    } catch (e) {
+      console_.detach();
+      throw e;
+    }
+  }
   console_.onInput((bytes) => machine.serial.enqueueInput(bytes));
   machine.serial.onRxSpace = () => console_.resume();
   console_.onQuit(() => machine.stop());
@@ -210,6 +226,7 @@ export async function run(opts: RunOptions): Promise<number> {
     exit = await machine.run();
   } finally {
     console_.detach();
+    await api?.close();
   }
   if (exit.kind === 'error') {
     process.stderr.write(`splitvm: ${exit.message}\n`);
@@ -243,8 +260,16 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (command === 'device' && rest[0] === '9p') return await (await import('./p9-listen.js')).main(rest.slice(1));
     if (command === 'device') return await deviceCommand(rest);
+    if (command === 'ctl') {
+      try {
+        return await ctlMain(rest);
+      } catch (e) {
+        if (e instanceof CtlUsageError) throw new UsageError(e.message);
+        throw e;
+      }
+    }
     if (command !== 'run') {
-      throw new UsageError(command ? `unknown command "${command}" (try: splitvm run --help)` : 'no command given (try: splitvm run --help)');
+      throw new UsageError(command ? `unknown command "${command}" (run, device, ctl; try: splitvm run --help)` : 'no command given (try: splitvm run --help)');
     }
     if (rest.includes('-h') || rest.includes('--help')) {
       process.stdout.write(`${USAGE}\n`);
@@ -256,7 +281,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return e.status;
     }
-    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError) {
+    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError || e instanceof ApiSocketError) {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return 1;
     }

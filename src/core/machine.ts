@@ -1,7 +1,9 @@
 // A virtual machine: KVM VM with its in-kernel irqchip and PIT, guest RAM,
 // the loaded Linux kernel, the legacy PC devices on the port bus, and the
-// vCPU threads. `run()` resolves when the guest resets or powers off, or
-// with the error that stopped it.
+// vCPU threads. `run()` resolves when the guest resets or powers off, is
+// stopped, or with the error that stopped it. It is the control API's
+// target (api/server.ts): pause and resume hold the vCPUs out of KVM_RUN,
+// the devices' queues and the guest's kvmclock, as a paused QEMU does.
 import type { Logger } from 'pino';
 import { loadLinux } from './boot/kernel.js';
 import { Bus, type IrqLine } from './bus.js';
@@ -23,6 +25,8 @@ import { BAR0, VirtioPciTransport } from './virtio/pci-transport.js';
 import { KvmTransportHost } from './virtio/transport-host.js';
 import type { VcpuBootState } from './vcpu/protocol.js';
 import { VcpuSet } from './vcpu/vcpu-set.js';
+import type { ControlTarget, VmState } from './api/server.js';
+import type { MetricFamily } from './api/metrics.js';
 
 export interface MachineConfig {
   kernel: Uint8Array;
@@ -42,7 +46,8 @@ export interface MachineConfig {
   log: Logger;
 }
 
-export type MachineExit = { kind: 'reset' | 'poweroff'; fixups: number } | { kind: 'error'; message: string };
+/** stopped: by the operator (Ctrl-A x, POST /vm/stop). */
+export type MachineExit = { kind: 'reset' | 'poweroff' | 'stopped'; fixups: number } | { kind: 'error'; message: string };
 
 /** Warnings a second about a guest placing a BAR over another device (LineBudget). */
 const BAR_WARNINGS_PER_SECOND = 5;
@@ -51,7 +56,7 @@ const BAR_WARNINGS_PER_SECOND = 5;
 const KVM_TSS_ADDR = 0xfffbd000;
 const KVM_IDENTITY_MAP_ADDR = 0xfffbc000;
 
-export class Machine {
+export class Machine implements ControlTarget {
   readonly vm: Vm;
   readonly memory: GuestMemory;
   readonly pio = new Bus('pio');
@@ -67,6 +72,10 @@ export class Machine {
   private readonly vcpus: VcpuSet;
   private readonly stopRequested: Promise<MachineExit>;
   private requestStop!: (e: MachineExit) => void;
+  private vmState: VmState = 'running';
+  private readonly startedAt = Date.now();
+  /** The guest's kvmclock when it was paused: it carries on from there. */
+  private pausedClock: bigint | null = null;
 
   constructor(
     private readonly kvm: Kvm,
@@ -113,7 +122,7 @@ export class Machine {
     try {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume',
+        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe,
       });
     } catch (e) {
       libc.close(backend.fd);
@@ -180,6 +189,7 @@ export class Machine {
         e.reason === 'error' ? { kind: 'error', message: e.message ?? 'vCPU failed' } : { kind: e.reason === 'poweroff' ? 'poweroff' : 'reset', fixups: e.fixups },
       ),
     ]);
+    this.vmState = 'stopping';
     const exits = await this.vcpus.stop();
     await this.shutdownDevices();
     const fixups = exits.reduce((n, e) => n + e.fixups, 0);
@@ -192,8 +202,48 @@ export class Machine {
     for (const release of this.releases.splice(0)) release();
   }
 
-  /** Asks the machine to stop as if the guest had reset it. */
+  /** Asks the machine to stop: the vCPUs end and the devices shut down cleanly. */
   stop(): void {
-    this.requestStop({ kind: 'reset', fixups: 0 });
+    this.vmState = 'stopping';
+    this.requestStop({ kind: 'stopped', fixups: 0 });
+  }
+
+  get state(): VmState {
+    return this.vmState;
+  }
+
+  summary(): Record<string, unknown> {
+    return { name: this.config.name, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000), vcpus: this.config.cpus, memoryMiB: this.config.memBytes / 2 ** 20 };
+  }
+
+  /** Holds the vCPUs out of KVM_RUN, then the devices' queues; the guest's clock stops with them. */
+  async pause(): Promise<void> {
+    if (this.vmState !== 'running') return;
+    this.vmState = 'paused';
+    await this.vcpus.pause();
+    this.pausedClock = this.vm.getClock();
+    await Promise.all(this.devices.map((d) => d.pause()));
+    this.config.log.info('VM paused');
+  }
+
+  async resume(): Promise<void> {
+    if (this.vmState !== 'paused') return;
+    if (this.pausedClock !== null) this.vm.setClock(this.pausedClock);
+    this.pausedClock = null;
+    for (const d of this.devices) d.resume();
+    this.vmState = 'running';
+    this.vcpus.resume();
+    this.config.log.info('VM resumed');
+  }
+
+  metrics(): MetricFamily[] {
+    return [
+      { name: 'splitvm_vm_paused', type: 'gauge', help: 'Whether the VM is paused.', samples: [{ labels: {}, value: this.vmState === 'paused' ? 1 : 0 }] },
+      { name: 'splitvm_vm_uptime_seconds', type: 'gauge', help: 'Seconds since the VM was created.', samples: [{ labels: {}, value: (Date.now() - this.startedAt) / 1000 }] },
+      {
+        name: 'splitvm_vcpu_exits_total', type: 'counter', help: 'Exits of each vCPU from KVM_RUN to the VMM, by reason.',
+        samples: this.vcpus.exitCounts().flatMap((counts, vcpu) => Object.entries(counts).map(([reason, value]) => ({ labels: { vcpu: String(vcpu), reason }, value }))),
+      },
+    ];
   }
 }

@@ -47,6 +47,9 @@ export class DeviceServer {
   private resetPending = false;
   /** A reset that completes what is in flight: nothing new is taken meanwhile. */
   private draining = false;
+  /** Paused by the core (an operator's pause): nothing new is taken until resume. */
+  private paused = false;
+  private pausePending = false;
   private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
   /** From taking a chain to completing it, for the requests this process serves itself (not pulled queues). */
   private readonly latency = new LatencyHistogram();
@@ -108,6 +111,16 @@ export class DeviceServer {
         this.channel.send({ type: 'stats', counters });
         break;
       }
+      case 'pause':
+        this.paused = true;
+        this.pausePending = true;
+        this.maybeSettled();
+        break;
+      case 'resume':
+        this.paused = false;
+        this.pausePending = false;
+        for (const sq of this.queues) if (sq && !sq.stopped) this.onKick(sq);
+        break;
       case 'shutdown':
         this.log.info('shutdown requested');
         libc.exitNow(0);
@@ -184,7 +197,7 @@ export class DeviceServer {
     return {
       index: sq.index,
       pop: () => {
-        if (sq.stopped || this.draining) return null;
+        if (sq.stopped || this.draining || this.paused) return null;
         try {
           const chain = sq.queue.pop();
           if (chain) this.counters.requests++;
@@ -227,11 +240,17 @@ export class DeviceServer {
       this.draining = true;
       this.backend.reset?.();
     } else this.stopAll();
-    this.maybeResetDone();
+    this.maybeSettled();
   }
 
-  private maybeResetDone(): void {
-    if (this.resetPending && this.inFlight === 0) {
+  /** Answers a reset or a pause once nothing is in flight any more. */
+  private maybeSettled(): void {
+    if (this.inFlight !== 0) return;
+    if (this.pausePending) {
+      this.pausePending = false;
+      this.channel.send({ type: 'paused' });
+    }
+    if (this.resetPending) {
       if (this.draining) {
         this.draining = false;
         this.stopAll();
@@ -272,11 +291,11 @@ export class DeviceServer {
       let budget = sq.queue.size;
       for (;;) {
         let chain: DescriptorChain | null;
-        while (!sq.stopped && !this.draining && budget > 0 && (chain = sq.queue.pop()) !== null) {
+        while (!sq.stopped && !this.draining && !this.paused && budget > 0 && (chain = sq.queue.pop()) !== null) {
           this.submit(sq, chain);
           budget--;
         }
-        if (sq.stopped) break;
+        if (sq.stopped || this.paused || this.draining) break; // (enableNotify would report the chains left: no spinning)
         if (budget === 0) {
           setImmediate(() => !sq.stopped && this.drain(sq));
           break;
@@ -306,7 +325,7 @@ export class DeviceServer {
       (e: Error) => {
         this.inFlight--;
         this.fail(sq, e);
-        this.maybeResetDone();
+        this.maybeSettled();
       },
     );
   }
@@ -318,7 +337,7 @@ export class DeviceServer {
       sq.queue.pushUsed(head, len);
       this.scheduleNotify(sq);
     }
-    this.maybeResetDone();
+    this.maybeSettled();
   }
 
   /** Coalesces the completions of one event-loop turn into at most one interrupt. */

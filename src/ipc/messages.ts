@@ -31,7 +31,9 @@ export interface NeedsResetMessage { v: 1; type: 'needs-reset'; reason: string; 
 /** Answer to `reset`: queues are forgotten and no request is in flight any more. */
 export interface ResetDoneMessage { v: 1; type: 'reset-done' }
 export interface StatsMessage { v: 1; type: 'stats'; counters: Record<string, number> }
-export type DeviceMessage = HelloMessage | ConfigChangedMessage | NeedsResetMessage | ResetDoneMessage | StatsMessage;
+/** Answer to `pause`: nothing is in flight and nothing new is taken. */
+export interface PausedMessage { v: 1; type: 'paused' }
+export type DeviceMessage = HelloMessage | ConfigChangedMessage | NeedsResetMessage | ResetDoneMessage | StatsMessage | PausedMessage;
 
 // ---- core → device ----
 export interface QueueAddresses {
@@ -61,7 +63,10 @@ export interface ResetMessage { v: 1; type: 'reset'; complete?: boolean }
 export interface ConfigWriteMessage { v: 1; type: 'config-write'; offset: number; data: Uint8Array }
 export interface StatsRequestMessage { v: 1; type: 'stats-request' }
 export interface ShutdownMessage { v: 1; type: 'shutdown' }
-export type CoreMessage = ActivateMessage | ResetMessage | ConfigWriteMessage | StatsRequestMessage | ShutdownMessage;
+/** Take no new request (and receive nothing) until `resume`; answered by `paused` once nothing is in flight. */
+export interface PauseMessage { v: 1; type: 'pause' }
+export interface ResumeMessage { v: 1; type: 'resume' }
+export type CoreMessage = ActivateMessage | ResetMessage | ConfigWriteMessage | StatsRequestMessage | ShutdownMessage | PauseMessage | ResumeMessage;
 
 export type Message = DeviceMessage | CoreMessage;
 
@@ -145,6 +150,9 @@ export function validateDeviceMessage(x: unknown): DeviceMessage {
     case 'reset-done':
       fields(msg, type, []);
       return msg as unknown as ResetDoneMessage;
+    case 'paused':
+      fields(msg, type, []);
+      return msg as unknown as PausedMessage;
     case 'stats': {
       fields(msg, type, ['counters']);
       const c = msg.counters;
@@ -201,6 +209,8 @@ export function validateCoreMessage(x: unknown): CoreMessage {
       return msg as unknown as CoreMessage;
     case 'stats-request':
     case 'shutdown':
+    case 'pause':
+    case 'resume':
       fields(msg, type, []);
       return msg as unknown as CoreMessage;
     default:

@@ -32,6 +32,10 @@ export const KVM_IRQFD = iow(0x76, abi.kvm_irqfd);
 export const KVM_CREATE_PIT2 = iow(0x77, abi.kvm_pit_config);
 export const KVM_IOEVENTFD = iow(0x79, abi.kvm_ioeventfd);
 export const KVM_SIGNAL_MSI = iow(0xa5, abi.kvm_msi);
+/** struct kvm_clock_data: u64 clock, u32 flags, u32 pad0, u64 realtime, u64 host_tsc, u32 pad[4]. */
+export const KVM_CLOCK_DATA_BYTES = 48;
+export const KVM_SET_CLOCK = iow(0x7b, KVM_CLOCK_DATA_BYTES);
+export const KVM_GET_CLOCK = ior(0x7c, KVM_CLOCK_DATA_BYTES);
 export const KVM_ENABLE_CAP = iow(0xa3, abi.kvm_enable_cap);
 export const KVM_RUN = io(0x80);
 export const KVM_GET_REGS = ior(0x81, abi.kvm_regs);

@@ -89,6 +89,20 @@ export class Vm {
   }
 
   /** TSS and identity-map pages for Intel's real-mode emulation, just below the BIOS area at 4 GiB. */
+  /** The guest's kvmclock, in nanoseconds (KVM_GET_CLOCK). */
+  getClock(): bigint {
+    const buf = new Uint8Array(k.KVM_CLOCK_DATA_BYTES);
+    libc.ioctlIn(this.fd, k.KVM_GET_CLOCK, buf);
+    return new DataView(buf.buffer).getBigUint64(0, true);
+  }
+
+  /** Sets the guest's kvmclock (KVM_SET_CLOCK, no flags: the clock carries on from `ns`). */
+  setClock(ns: bigint): void {
+    const buf = new Uint8Array(k.KVM_CLOCK_DATA_BYTES);
+    new DataView(buf.buffer).setBigUint64(0, ns, true);
+    libc.ioctlIn(this.fd, k.KVM_SET_CLOCK, buf);
+  }
+
   setTssAddr(addr: number): void {
     libc.ioctl(this.fd, k.KVM_SET_TSS_ADDR, addr);
   }

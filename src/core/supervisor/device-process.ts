@@ -8,6 +8,7 @@
 // nothing; past a restart budget, or without a record, the guest is told
 // (DEVICE_NEEDS_RESET) and a replacement fails every request, so the
 // guest's I/O ends in errors instead of hanging. The VM goes on.
+import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ControlChannel, MAX_QUEUE_SIZE, type DeviceKind, type DeviceMessage, type HelloMessage, type QueueAddresses } from '../../ipc/index.js';
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
@@ -74,6 +75,38 @@ export interface DeviceProcessOptions {
   entry?: string;
   /** Where the device's relayed log lines go (default: the core's stderr). */
   writeLog?: (line: string) => void;
+  /** What its backend is (image, tap, share), for operators (GET /vm). */
+  describe?: Record<string, unknown>;
+}
+
+/** running: serving; restarting: a new process is starting; failed: its requests fail until the guest resets it; stopped: shut down. */
+export type DeviceState = 'running' | 'restarting' | 'failed' | 'stopped';
+
+/** What an operator sees of a device (GET /vm). */
+export interface DeviceInfo {
+  name: string;
+  kind: DeviceKind;
+  pid: number;
+  state: DeviceState;
+  restarts: number;
+  backend: Record<string, unknown>;
+  jail: { jailed: boolean; seccomp: SeccompMode; uid: number | null; gid: number | null };
+}
+
+/** A restart that cannot be done (no in-flight record, or shutting down): the reason is one sentence. */
+export class RestartRefused extends Error {}
+
+/** The real uid and gid of a process as the host sees them (null once it is gone). */
+function hostIds(pid: number): { uid: number | null; gid: number | null } {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const id = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
+    const uid = id('Uid');
+    const gid = id('Gid');
+    return { uid: Number.isNaN(uid) ? null : uid, gid: Number.isNaN(gid) ? null : gid };
+  } catch {
+    return { uid: null, gid: null };
+  }
 }
 
 export class DeviceStartError extends Error {}
@@ -92,6 +125,9 @@ export class VirtioDeviceProcess implements DeviceLink {
   private proc!: DeviceProcess;
   private channel!: ControlChannel<'core'>;
   private pendingReset: (() => void) | null = null;
+  /** Paused by the operator: a process started meanwhile is paused too. */
+  private paused = false;
+  private pendingPause: (() => void) | null = null;
   /** Every stats() call not yet answered, oldest first: the device answers requests in order. */
   private readonly pendingStats: ((c: Record<string, number> | null) => void)[] = [];
   private stopping = false;
@@ -102,6 +138,10 @@ export class VirtioDeviceProcess implements DeviceLink {
   private readonly restartTimes: number[] = [];
   /** A new process is being started after a death: activations wait for it. */
   private relaunching = false;
+  /** The operator asked for a restart: the next death is that, not a failure, and is not counted in the budget. */
+  private restartRequested = false;
+  /** Settles when the process started after the last death serves (or could not be started). */
+  private relaunched: Promise<void> = Promise.resolve();
   /** Deaths after which the device resumed its queues. */
   restarts = 0;
   private lastActivation: { features: number; queues: QueueAddresses[] } | null = null;
@@ -141,6 +181,40 @@ export class VirtioDeviceProcess implements DeviceLink {
 
   get name(): string {
     return this.opts.name;
+  }
+
+  get kind(): DeviceKind {
+    return this.opts.kind;
+  }
+
+  get state(): DeviceState {
+    if (this.stopping) return 'stopped';
+    if (this.relaunching) return 'restarting';
+    return this.failed ? 'failed' : 'running';
+  }
+
+  info(): DeviceInfo {
+    const { opts } = this;
+    return {
+      name: opts.name, kind: opts.kind, pid: this.proc.pid, state: this.state, restarts: this.restarts, backend: opts.describe ?? {},
+      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...hostIds(this.proc.pid) },
+    };
+  }
+
+  /**
+   * The operator's restart: ends the process and starts a new one that takes
+   * the queues over from the in-flight record, as after a death (a failed
+   * device serves normally again). Not counted in the restart budget.
+   * Resolves once the new process serves.
+   */
+  async restart(): Promise<void> {
+    if (this.stopping) throw new RestartRefused(`device ${this.opts.name} is shutting down`);
+    if (this.opts.replacement !== 'resume') throw new RestartRefused(`device ${this.opts.name} keeps no in-flight record, so a restart would lose its requests`);
+    if (this.relaunching) return this.relaunched;
+    this.restartRequested = true;
+    this.proc.kill();
+    await this.proc.exited;
+    await this.relaunched;
   }
 
   private async launch(): Promise<void> {
@@ -216,6 +290,10 @@ export class VirtioDeviceProcess implements DeviceLink {
         this.pendingReset?.();
         this.pendingReset = null;
         break;
+      case 'paused':
+        this.pendingPause?.();
+        this.pendingPause = null;
+        break;
       case 'stats':
         this.pendingStats.shift()?.(m.counters);
         break;
@@ -229,13 +307,22 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.channel.close();
     this.pendingReset?.();
     this.pendingReset = null;
+    this.pendingPause?.(); // a dead process has nothing in flight
+    this.pendingPause = null;
     for (const answer of this.pendingStats.splice(0)) answer(null);
     if (this.stopping) return;
+    if (this.restartRequested) {
+      this.restartRequested = false;
+      this.failed = false;
+      this.opts.log.info({ device: this.opts.name, pid: this.proc.pid }, `device ${this.opts.name} stopped for a restart`);
+      this.relaunched = this.relaunchOnQueues('on request').catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'restarting the device failed'));
+      return;
+    }
     const how = describeExit(e);
     this.opts.log.error({ device: this.opts.name, pid: this.proc.pid, code: e.code, signal: e.signal }, `device ${this.opts.name} died: ${how}`);
     if (this.opts.replacement === 'none') return this.onDeath(how);
     if (this.opts.replacement === 'resume' && !this.failed && this.withinRestartBudget()) {
-      this.resume(how).catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'restarting the device failed'));
+      this.relaunched = this.relaunchOnQueues(`after it died (${how})`).catch((err: Error) => this.opts.log.error({ device: this.opts.name, err: err.message }, 'restarting the device failed'));
       return;
     }
     this.onFailure(`device process died: ${how}`);
@@ -265,21 +352,22 @@ export class VirtioDeviceProcess implements DeviceLink {
    * in-flight record it takes again what the dead one had taken and not
    * completed, so the guest sees nothing but a delay.
    */
-  private async resume(how: string): Promise<void> {
+  private async relaunchOnQueues(cause: string): Promise<void> {
     this.relaunching = true;
     try {
       await this.launch();
     } catch (e) {
       this.relaunching = false;
       this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the restarted device process did not start');
-      this.onFailure(`device process died: ${how}`);
+      this.onFailure(`device process restarted ${cause} and did not start`);
       return this.replace();
     }
     this.relaunching = false;
     if (this.stopping) return this.proc.kill();
     this.restarts++;
-    this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid, restarts: this.restarts }, `device ${this.opts.name} restarted after it died (${how}): its queues resume`);
+    this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid, restarts: this.restarts }, `device ${this.opts.name} restarted ${cause}: its queues resume`);
     if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
+    if (this.paused) this.send({ type: 'pause' });
   }
 
   /** Starts the process that fails the dead one's requests, and gives it the queues. */
@@ -297,6 +385,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     if (this.stopping) return this.proc.kill();
     this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid }, `device ${this.opts.name} replaced: its requests now fail`);
     if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
+    if (this.paused) this.send({ type: 'pause' });
   }
 
   private send(m: Parameters<ControlChannel<'core'>['send']>[0]): boolean {
@@ -345,6 +434,30 @@ export class VirtioDeviceProcess implements DeviceLink {
         resolve();
       };
     });
+  }
+
+  /**
+   * Stops the device taking requests (and receiving frames) until resume();
+   * resolves once what it had taken is complete (or it is gone, or after a timeout).
+   */
+  pause(): Promise<void> {
+    this.paused = true;
+    if (this.relaunching || !this.send({ type: 'pause' })) return Promise.resolve(); // a process being started gets it once up
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.opts.log.warn({ device: this.opts.name }, 'device did not confirm its pause within 5 s');
+        resolve();
+      }, RESET_TIMEOUT_MS);
+      this.pendingPause = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.send({ type: 'resume' });
   }
 
   writeConfig(offset: number, data: Uint8Array): void {

@@ -1,13 +1,14 @@
 // The main thread's side of the vCPUs: starts one worker thread per vCPU,
-// answers their port and MMIO exits from the buses, and stops them (STOP
-// flag + immediate_exit + a signal to each vCPU thread, since a worker
-// cannot be terminated while it sits in KVM_RUN).
+// answers their port and MMIO exits from the buses, pauses and resumes them
+// (PAUSE flag), and stops them (STOP flag); both kick each thread out of
+// KVM_RUN with immediate_exit + a signal, since a worker cannot be
+// terminated while it sits in KVM_RUN. Reads their exit counts.
 import { constants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as libc from '../../sys/libc.js';
 import { RUN } from '../kvm/abi.js';
 import type { Bus } from '../bus.js';
-import { createChannel, DATA_BYTES, dataBytes, Kind, Slot } from './exit-channel.js';
+import { createChannel, DATA_BYTES, dataBytes, exitCounts, Kind, Slot, type ExitCountReason } from './exit-channel.js';
 import type { ExitReason, VcpuInit, VcpuMessage } from './protocol.js';
 
 /** The signal that kicks a vCPU thread out of KVM_RUN (SIGUSR1 is Node's inspector's). */
@@ -27,6 +28,7 @@ interface Running {
   tid?: number;
   runExit?: DataView;
   done: Promise<VcpuExit>;
+  ended: boolean;
 }
 
 const workerEntry = new URL(import.meta.url.endsWith('.ts') ? './bootstrap.mjs' : './worker.js', import.meta.url);
@@ -57,10 +59,11 @@ export class VcpuSet {
       const channel = createChannel();
       const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
       let finish!: (e: VcpuExit) => void;
-      const running: Running = { worker, channel, done: new Promise((r) => (finish = r)) };
+      const running: Running = { worker, channel, done: new Promise((r) => (finish = r)), ended: false };
       /** Any exit but a requested stop ends the VM. */
       const end = (exit: VcpuExit) => {
         if (exit.reason !== 'stopped') this.resolveFirst(exit);
+        running.ended = true;
         finish(exit);
       };
       worker.on('message', (m: VcpuMessage) => {
@@ -75,7 +78,10 @@ export class VcpuSet {
         }
       });
       worker.on('error', (e) => end({ id: init.id, reason: 'error', message: `vCPU ${init.id} thread failed: ${e.message}`, fixups: 0 }));
-      worker.on('exit', () => finish({ id: init.id, reason: 'stopped', fixups: 0 }));
+      worker.on('exit', () => {
+        running.ended = true;
+        finish({ id: init.id, reason: 'stopped', fixups: 0 });
+      });
       this.vcpus.push(running);
       void this.serve(channel);
     }
@@ -125,6 +131,36 @@ export class VcpuSet {
     }
   }
 
+  /**
+   * Takes every vCPU out of KVM_RUN and holds it there; resolves once each
+   * one is held (or has ended). Exits already forwarded are answered first.
+   */
+  async pause(): Promise<void> {
+    for (const v of this.vcpus) {
+      Atomics.store(v.channel, Slot.PAUSE, 1);
+      this.kick(v);
+    }
+    for (const v of this.vcpus) {
+      while (!v.ended && !this.stopping && Atomics.load(v.channel, Slot.PAUSED) !== 1) {
+        const w = Atomics.waitAsync(v.channel, Slot.PAUSED, 0, 100);
+        if (w.async) await w.value;
+      }
+    }
+  }
+
+  /** Lets every held vCPU run again. */
+  resume(): void {
+    for (const v of this.vcpus) {
+      Atomics.store(v.channel, Slot.PAUSE, 0);
+      Atomics.notify(v.channel, Slot.PAUSE);
+    }
+  }
+
+  /** Each vCPU's exits so far, by reason. */
+  exitCounts(): Record<ExitCountReason, number>[] {
+    return this.vcpus.map((v) => exitCounts(v.channel));
+  }
+
   /** Stops every vCPU and waits for their threads; returns how each one's run loop ended. */
   async stop(): Promise<VcpuExit[]> {
     this.stopping = true;
@@ -132,6 +168,7 @@ export class VcpuSet {
       Atomics.store(v.channel, Slot.STOP, 1);
       Atomics.notify(v.channel, Slot.REPLY);
       Atomics.notify(v.channel, Slot.REQUEST);
+      Atomics.notify(v.channel, Slot.PAUSE);
       this.kick(v);
     }
     const exits = await Promise.all(this.vcpus.map((v) => v.done));

@@ -2,14 +2,15 @@
 // KVM_RUN. Port and MMIO exits go to the main thread's device model through
 // the exit channel; the POST-code port is absorbed here; emulation failures
 // are fixed up here on a software-KVM host. The main thread stops the loop
-// with the channel's STOP flag, immediate_exit and a signal (tgkill).
+// with the channel's STOP flag, immediate_exit and a signal (tgkill), and
+// pauses it the same way with PAUSE: the thread then waits out of KVM_RUN.
 import { parentPort, workerData } from 'node:worker_threads';
 import * as libc from '../../sys/libc.js';
 import * as abi from '../kvm/abi.js';
 import { Exit, EXIT_IO_OUT, INTERNAL_ERROR_EMULATION, SYSTEM_EVENT_RESET, SYSTEM_EVENT_SHUTDOWN } from '../kvm/ioctls.js';
 import { Vcpu } from '../kvm/vcpu.js';
 import { fixupFor, RFLAGS_AC } from '../quirks.js';
-import { dataBytes, Kind, Slot } from './exit-channel.js';
+import { dataBytes, exitSlot, Kind, Slot } from './exit-channel.js';
 import type { VcpuInit, VcpuMessage } from './protocol.js';
 
 const init = workerData as VcpuInit;
@@ -58,13 +59,24 @@ function loop(vcpu: Vcpu): VcpuMessage {
 
   for (;;) {
     if (Atomics.load(ch, Slot.STOP)) return { type: 'exit', reason: 'stopped', fixups };
+    if (Atomics.load(ch, Slot.PAUSE)) {
+      holdWhilePaused(ch);
+      continue;
+    }
     const ret = vcpu.runOnce();
     if (ret < 0) {
-      if (ret === -4 || ret === -11) continue; // EINTR (stop signal) or EAGAIN: check STOP and retry
+      if (ret === -4 || ret === -11) {
+        // EINTR (a stop or pause kick) or EAGAIN. immediate_exit is cleared before STOP and PAUSE are
+        // read again at the top: a kick that comes meanwhile sets it again after, and is not lost.
+        ch[exitSlot.interrupted]!++;
+        run.setUint8(abi.RUN.immediate_exit, 0);
+        continue;
+      }
       return { type: 'exit', reason: 'error', fixups, message: `KVM_RUN on vCPU ${init.id} failed: ${libc.errnoName(-ret)}` };
     }
     switch (vcpu.exitReason) {
       case Exit.IO: {
+        ch[exitSlot.io]!++;
         const isOut = run.getUint8(abi.RUN.io.direction) === EXIT_IO_OUT;
         const ioPort = run.getUint16(abi.RUN.io.port, true);
         if (ioPort === POST_PORT && isOut) break;
@@ -81,6 +93,7 @@ function loop(vcpu: Vcpu): VcpuMessage {
         break;
       }
       case Exit.MMIO: {
+        ch[exitSlot.mmio]!++;
         const isWrite = run.getUint8(abi.RUN.mmio.is_write) !== 0;
         const len = run.getUint32(abi.RUN.mmio.len, true);
         const addr = Number(run.getBigUint64(abi.RUN.mmio.phys_addr, true));
@@ -101,6 +114,7 @@ function loop(vcpu: Vcpu): VcpuMessage {
       case Exit.INTERNAL_ERROR: {
         const sub = run.getUint32(abi.RUN.internal.suberror, true);
         if (sub === INTERNAL_ERROR_EMULATION && init.quirks && applyFixup(vcpu)) {
+          ch[exitSlot.other]!++;
           fixups++;
           break;
         }
@@ -112,13 +126,26 @@ function loop(vcpu: Vcpu): VcpuMessage {
           message: `vCPU ${init.id} failed to enter the guest (hardware reason 0x${run.getBigUint64(abi.RUN.fail_entry.hardware_entry_failure_reason, true).toString(16)})`,
         };
       case Exit.HLT:
+        ch[exitSlot.hlt]!++;
+        break;
       case Exit.IRQ_WINDOW_OPEN:
+        ch[exitSlot.irq_window]!++;
+        break;
       case Exit.INTR:
+        ch[exitSlot.intr]!++;
         break;
       default:
         return { type: 'exit', reason: 'error', fixups, message: `vCPU ${init.id}: unhandled KVM exit ${vcpu.exitReason}` };
     }
   }
+}
+
+/** Waits out of KVM_RUN while the main thread holds PAUSE (or until it stops the VM). */
+function holdWhilePaused(ch: Int32Array): void {
+  Atomics.store(ch, Slot.PAUSED, 1);
+  Atomics.notify(ch, Slot.PAUSED);
+  while (Atomics.load(ch, Slot.PAUSE) && !Atomics.load(ch, Slot.STOP)) Atomics.wait(ch, Slot.PAUSE, 1, 1000);
+  Atomics.store(ch, Slot.PAUSED, 0);
 }
 
 /** Copies an access's few bytes without making a view per exit (this is the hot path). */

@@ -18,12 +18,14 @@ import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
+import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
 
 export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]
        splitvm device net --socket PATH --net user|tap=NAME[,mac=MAC] [options]
        splitvm device 9p --share DIR[,ro] --listen HOST:PORT|PATH   (see splitvm device 9p --help)
 blk and net serve the device to one vhost-user frontend at a time on the UNIX socket PATH.
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
+  --api-socket PATH  serve the control API on PATH (see splitvm ctl --help)
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
 const KINDS: Record<string, CoreDeviceKind<unknown>> = { blk: blkKind as CoreDeviceKind<unknown>, net: netKind as CoreDeviceKind<unknown> };
@@ -36,6 +38,7 @@ export interface VhostUserArgs {
   socket: string;
   seccomp: SeccompMode;
   logLevel: string;
+  apiSocket?: string;
 }
 
 export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs {
@@ -45,7 +48,7 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
   try {
     parsed = parseArgs({
       args: argv, strict: true, allowPositionals: false,
-      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
+      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
     });
   } catch (e) {
     throw new VhostUserUsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
@@ -64,7 +67,8 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
     if (e instanceof DeviceSpecError) throw new VhostUserUsageError(e.message);
     throw e;
   }
-  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']! };
+  if (v['api-socket'] !== undefined && v['api-socket'] === v.socket) throw new VhostUserUsageError('--api-socket must be another path than --socket');
+  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}) };
 }
 
 /** Starts the device once on a one-page scratch memory to learn its hello (features, queues, config). */
@@ -98,16 +102,55 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
     fs.chmodSync(args.socket, 0o600);
     log.info({ socket: args.socket, kind: args.kind.kind, ...backend.describe, features: hello.deviceFeatures }, 'waiting for a vhost-user frontend');
     let session: VhostUserSession | null = null;
+    let state: VmState = 'running';
+    let requestStop!: () => void;
     const stop = new Promise<void>((resolve) => {
+      requestStop = resolve;
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    const started = Date.now();
+    const sessionNow = (): VhostUserSession | null => session;
+    const target: ControlTarget = {
+      get state() {
+        return state;
+      },
+      summary: () => ({
+        role: 'vhost-user backend', kind: args.kind.kind, socket: args.socket, frontend: sessionNow() ? 'connected' : 'waiting',
+        uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      }),
+      get devices() {
+        const d = sessionNow()?.deviceProcess;
+        return d ? [d] : [];
+      },
+      pause: async () => {
+        state = 'paused';
+        await sessionNow()?.deviceProcess?.pause();
+      },
+      resume: async () => {
+        state = 'running';
+        sessionNow()?.deviceProcess?.resume();
+      },
+      stop: () => {
+        state = 'stopping';
+        requestStop();
+      },
+      metrics: () => {
+        const c = sessionNow()?.counters ?? { messages: 0, refused: 0, deviceStarts: 0 };
+        return [
+          { name: 'splitvm_vhost_user_messages_total', type: 'counter', help: "Messages of the current frontend's session.", samples: [{ labels: {}, value: c.messages }] },
+          { name: 'splitvm_vhost_user_refused_total', type: 'counter', help: "Messages of the current frontend's session refused as malformed or out of place.", samples: [{ labels: {}, value: c.refused }] },
+        ];
+      },
+    };
+    let api: ApiServer | null = null;
+    if (args.apiSocket) api = await startApiServer(args.apiSocket, target, log);
     const accept = (): void => {
       if (session) return;
       const fd = acceptUnix(listenFd);
       if (fd < 0) return void watcher.want(POLLIN);
       log.info('vhost-user frontend connected');
-      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log });
+      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused' });
       void session.done.then(() => {
         session = null;
         accept();
@@ -116,9 +159,11 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
     const watcher = new FdWatcher(listenFd, accept);
     watcher.want(POLLIN);
     await stop;
+    state = 'stopping';
     watcher.close();
     const s = session as VhostUserSession | null;
     if (s) await s.close('shutting down');
+    await api?.close();
     return 0;
   } finally {
     if (listenFd >= 0) {

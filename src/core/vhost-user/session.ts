@@ -52,6 +52,8 @@ export interface SessionOptions {
   seccomp: SeccompMode;
   jail: boolean;
   log: Logger;
+  /** Whether the operator paused the backend: a device started meanwhile starts paused. */
+  paused?: () => boolean;
 }
 
 const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG) | (1 << P.Proto.INFLIGHT_SHMFD);
@@ -92,6 +94,11 @@ export class VhostUserSession {
 
   private get log(): Logger {
     return this.opts.log;
+  }
+
+  /** The device process serving the rings now, if any. */
+  get deviceProcess(): VirtioDeviceProcess | null {
+    return this.device;
   }
 
   /**
@@ -386,7 +393,7 @@ export class VhostUserSession {
     const device = await VirtioDeviceProcess.start({
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: libc.dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
-      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log,
+      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe,
       // With an in-flight record a device that dies is restarted by the supervisor on the same
       // rings (within its budget): what it had taken and not completed is taken again.
       ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'resume' as const } : {}),
@@ -400,6 +407,7 @@ export class VhostUserSession {
       const inflight = this.inflight && r.num <= this.inflight.queueSize && (i + 1) * recordBytes <= this.inflight.size ? { inflight: i * recordBytes } : {};
       return { index: i, size: r.num, ...r.addr!, base: r.base, ...inflight };
     }));
+    if (o.paused?.()) void device.pause();
     this.device = device;
     this.running = key;
     this.log.info({ pid: device.pid, rings: ready }, 'device started for the vhost-user frontend');
