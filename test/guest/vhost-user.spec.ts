@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { logRecords } from '../helpers/run-splitvm.js';
 import { runQemuGuest, type QemuGuestResult } from '../helpers/qemu-guest.js';
 import { startDevice, type RunningDevice } from '../helpers/splitvm-device.js';
+import { api as callApi, metric } from '../helpers/api-client.js';
 
 const MiB = 1024 * 1024;
 const explain = (r: QemuGuestResult): string => `exit ${r.exitCode}, status ${r.status}${r.timedOut ? ' (timed out)' : ''}; console:\n${r.console.slice(-4000)}`;
@@ -147,6 +148,86 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
     const restarts = logRecords(device.log()).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('device blk0 restarted after it died'));
     assert.ok(restarts.length >= 2, device.log().slice(-3000));
     assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
+  });
+});
+
+describe('guest userspace over vhost-user: an operator restarts and pauses the blk device through the control API during fio', function () {
+  this.timeout(180000);
+  let dir: string;
+  let device: RunningDevice;
+  let api: string;
+  let r: QemuGuestResult;
+  const restarted: { status: number; pid: number; before: number }[] = [];
+  const states: number[] = [];
+  let metricsText = '';
+
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'splitvm-vu-api-'));
+    const image = join(dir, 'disk.img');
+    writeFileSync(image, Buffer.alloc(64 * MiB));
+    api = join(dir, 'api.sock');
+    device = await startDevice(['blk', '--socket', join(dir, 'blk.sock'), '--disk', image, '--api-socket', api]);
+    // Once the guest's kernel drives the disk (the second device start; the first serves the
+    // firmware): restart, pause for a second and resume, restart again, 1.5 s apart.
+    const steps: (() => Promise<void>)[] = [
+      async () => {
+        const before = ((await callApi(api, 'GET', '/vm')).json as { devices: { pid: number }[] }).devices[0]!.pid;
+        const res = await callApi(api, 'POST', '/devices/blk0/restart');
+        restarted.push({ status: res.status, pid: (res.json as { pid: number }).pid, before });
+      },
+      async () => {
+        states.push((await callApi(api, 'PUT', '/vm/state', '{"state":"paused"}')).status);
+        await new Promise((res) => setTimeout(res, 1000));
+        states.push((await callApi(api, 'PUT', '/vm/state', '{"state":"running"}')).status);
+      },
+      async () => {
+        const before = ((await callApi(api, 'GET', '/vm')).json as { devices: { pid: number }[] }).devices[0]!.pid;
+        const res = await callApi(api, 'POST', '/devices/blk0/restart');
+        restarted.push({ status: res.status, pid: (res.json as { pid: number }).pid, before });
+        metricsText = (await callApi(api, 'GET', '/metrics')).body; // while the frontend is still connected
+      },
+    ];
+    let busy = false;
+    const operator = setInterval(() => {
+      const starts = logRecords<{ msg: string }>(device.log()).filter((l) => l.msg === 'device started for the vhost-user frontend');
+      if (busy || steps.length === 0 || starts.length < 2) return;
+      busy = true;
+      void steps.shift()!().finally(() => (busy = false));
+    }, 1500);
+    r = await runQemuGuest({
+      withFio: true,
+      blk: { socket: join(dir, 'blk.sock') },
+      timeoutMs: 120000,
+      commands:
+        'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=48M --iodepth=16 --ioengine=libaio' +
+        ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
+        'cat /tmp/fio.json\n',
+    });
+    clearInterval(operator);
+  });
+
+  after(async function () {
+    await device.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('fio writes and verifies 48 MiB with no error and the guest exits 0', function () {
+    assert.equal(r.exitCode, 0, explain(r));
+    const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; read: { io_kbytes: number } }[] };
+    assert.equal(report.jobs[0]!.error, 0);
+    assert.equal(report.jobs[0]!.read.io_kbytes, 48 * 1024, 'every block read back and verified');
+    assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
+  });
+
+  it('each restart answered 200 with a new device process, paused and resumed with 200, and /metrics counts the restarts', function () {
+    assert.equal(restarted.length, 2, `restarts done: ${JSON.stringify(restarted)}; device log:\n${device.log().slice(-3000)}`);
+    for (const x of restarted) {
+      assert.equal(x.status, 200);
+      assert.notEqual(x.pid, x.before, 'a new process serves the queues');
+    }
+    assert.deepEqual(states, [200, 200]);
+    assert.equal(metric(metricsText, 'splitvm_device_restarts_total', { device: 'blk0' }), 2);
+    assert.equal(metric(metricsText, 'splitvm_device_up', { device: 'blk0' }), 1);
   });
 });
 
