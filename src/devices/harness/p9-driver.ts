@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import { RLERROR, T } from '../p9/protocol.js';
 import { Reader, Writer, type Qid } from '../p9/wire.js';
 import type { Buf, DriverQueue } from './driver-queue.js';
-import type { DeviceHarness } from './harness.js';
+import type { DriverMemory } from './harness.js';
 
 export class P9ClientError extends Error {
   constructor(readonly errno: number) {
@@ -29,7 +29,7 @@ export class QueueTransport implements P9Transport {
   private readonly waiting: (() => void)[] = [];
 
   constructor(
-    private readonly h: DeviceHarness,
+    private readonly h: DriverMemory,
     private readonly q: DriverQueue,
     private readonly msize: number,
     slots = 4,
