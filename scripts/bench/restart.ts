@@ -47,7 +47,7 @@ async function startRig(dir: string): Promise<Rig> {
   const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'bench', log: pino({ level: 'silent' }) });
   const dev = await VirtioDeviceProcess.start({
     name: 'blk0', kind: 'blk', numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-    memory, jail: true, seccomp: 'enforce', logLevel: process.env.BENCH_DEBUG ? 'info' : 'error', log: pino({ level: process.env.BENCH_DEBUG ? 'info' : 'silent' }), writeLog: (l) => process.env.BENCH_DEBUG && process.stderr.write(l), replacement: 'resume',
+    memory, jail: true, seccomp: 'enforce', logLevel: 'error', log: pino({ level: 'silent' }), writeLog: () => {}, replacement: 'resume',
   });
   const view = DeviceView.map(memory.fd, memory.regions);
   const dm = new DriverMemory(view, [{ gpa: 0, size: 16 * MiB, offset: 0 }, { gpa: 16 * MiB, size: 16 * MiB, offset: 16 * MiB }]);
