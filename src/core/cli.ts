@@ -21,6 +21,7 @@ import { isSoftwareKvmHost, withHostKernelParams } from './quirks.js';
 import { repoRoot } from '../sys/paths.js';
 import { ApiSocketError, startApiServer, type ApiServer } from './api/server.js';
 import { CtlUsageError, ctlMain } from './api/ctl.js';
+import { deviceIdentity, IdentityError, type HostIds } from './jail/identity.js';
 
 
 export const USAGE = `usage: splitvm run [options]
@@ -34,6 +35,8 @@ ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
   --name NAME        the VM's name, in logs and in its devices' default MAC addresses (default splitvm)
   --seccomp MODE     device processes' seccomp policy: enforce (default), log (only log
                      what the policy forbids, for writing policies) or off (no filter)
+  --uid N, --gid N   the host ids device processes run as when splitvm runs as root
+                     (default 65534, nobody; one pair per VM keeps tenants apart)
   --api-socket PATH  serve the control API (HTTP, JSON) on the UNIX socket PATH, mode 0600;
                      steer it with splitvm ctl PATH VERB or curl --unix-socket PATH
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
@@ -64,6 +67,7 @@ export interface RunOptions {
   seccomp: SeccompMode;
   logLevel: string;
   apiSocket?: string;
+  deviceIds?: HostIds;
 }
 
 function positiveInt(flag: string, value: string, min: number, max: number): number {
@@ -92,6 +96,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
         seccomp: { type: 'string', default: 'enforce' },
         'log-level': { type: 'string', default: 'warn' },
         'api-socket': { type: 'string' },
+        uid: { type: 'string' },
+        gid: { type: 'string' },
       },
     });
   } catch (e) {
@@ -116,6 +122,13 @@ export function parseRunArgs(argv: string[]): RunOptions {
   }
   const name = v.name!;
   if (!/^[\w.-]{1,64}$/.test(name)) throw new UsageError(`--name must be 1 to 64 characters of letters, digits, _ . -, not "${name}"`);
+  let deviceIds: HostIds | undefined;
+  try {
+    deviceIds = deviceIdentity(v.uid, v.gid);
+  } catch (e) {
+    if (e instanceof IdentityError) throw new UsageError(e.message);
+    throw e;
+  }
   let cmdline = v.cmdline ?? DEFAULT_CMDLINE;
   if (v.append) cmdline = `${cmdline} ${v.append}`;
   return {
@@ -129,6 +142,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     seccomp,
     logLevel,
     ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}),
+    ...(deviceIds ? { deviceIds } : {}),
   };
 }
 
@@ -202,7 +216,7 @@ export async function run(opts: RunOptions): Promise<number> {
   let machine: Machine;
   try {
     machine = Machine.create({
-      kernel, initrd, cmdline, memBytes, cpus: opts.cpus, devices: opts.devices, name: opts.name, seccomp: opts.seccomp, jail: true,
+      kernel, initrd, cmdline, memBytes, cpus: opts.cpus, devices: opts.devices, name: opts.name, seccomp: opts.seccomp, jail: true, ...(opts.deviceIds ? { deviceIds: opts.deviceIds } : {}),
       serialOutput: console_.writeByte, log,
     });
   } catch (e) {

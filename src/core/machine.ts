@@ -18,6 +18,7 @@ import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, PciRoot } from './pci/r
 import { isSoftwareKvmHost } from './quirks.js';
 import { LineBudget } from './line-budget.js';
 import type { SeccompMode } from './jail/launch.js';
+import type { HostIds } from './jail/identity.js';
 import type { DeviceRequest, OpenedBackend } from './kinds/index.js';
 import { VirtioDeviceProcess } from './supervisor/device-process.js';
 import * as libc from '../sys/libc.js';
@@ -41,6 +42,8 @@ export interface MachineConfig {
   /** How device processes are confined: seccomp mode, and whether they run in a jail at all. */
   seccomp: SeccompMode;
   jail: boolean;
+  /** The host uid and gid device processes run as (jail/identity.ts); default the core's own. */
+  deviceIds?: HostIds;
   /** Each byte the guest writes to its serial port. */
   serialOutput: (byte: number) => void;
   log: Logger;
@@ -122,7 +125,7 @@ export class Machine implements ControlTarget {
     try {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe,
+        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe, ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
       });
     } catch (e) {
       libc.close(backend.fd);

@@ -14,12 +14,15 @@ import { DeviceSpecError } from './kinds/kind.js';
 import { openShare, parseShareSpec } from './kinds/p9.js';
 import { DeviceStartError } from './supervisor/device-process.js';
 import { repoRoot } from '../sys/paths.js';
+import { deviceIdentity, IdentityError, type HostIds } from './jail/identity.js';
 
-export const P9_LISTEN_USAGE = `usage: splitvm device 9p --share DIR[,ro] --listen HOST:PORT|/path/to/socket
+export const P9_LISTEN_USAGE = `usage: splitvm device 9p --share DIR[,ro] --listen HOST:PORT|/path/to/socket [--uid N --gid N]
 
 Serves DIR over 9P2000.L on a TCP address or a UNIX socket, one jailed
 device process per client, with the same confinement as --share in a VM;
-ro refuses every change with EROFS. Ends on SIGINT or SIGTERM.`;
+ro refuses every change with EROFS. Ends on SIGINT or SIGTERM.
+  --uid N, --gid N   the host ids the device processes run as, and so access
+                     DIR's files as, when started as root (default 65534, nobody)`;
 
 class UsageError extends Error {}
 
@@ -36,10 +39,10 @@ function parseAddress(value: string): Address {
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
-function parse(argv: string[]): { dir: string; readOnly: boolean; address: Address } {
+function parse(argv: string[]): { dir: string; readOnly: boolean; address: Address; hostIds: HostIds | undefined } {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { share: { type: 'string' }, listen: { type: 'string' } }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({ args: argv, options: { share: { type: 'string' }, listen: { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' } }, strict: true, allowPositionals: false }));
   } catch (e) {
     throw new UsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''));
   }
@@ -52,7 +55,14 @@ function parse(argv: string[]): { dir: string; readOnly: boolean; address: Addre
     if (e instanceof DeviceSpecError) throw new UsageError(e.message);
     throw e;
   }
-  return { dir: spec.path, readOnly: spec.readOnly, address: parseAddress(values.listen) };
+  let hostIds;
+  try {
+    hostIds = deviceIdentity(values.uid, values.gid);
+  } catch (e) {
+    if (e instanceof IdentityError) throw new UsageError(e.message);
+    throw e;
+  }
+  return { dir: spec.path, readOnly: spec.readOnly, address: parseAddress(values.listen), hostIds };
 }
 
 function describe(server: net.Server): string {
@@ -78,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw e;
   }
-  const { readOnly } = opts;
+  const { readOnly, hostIds } = opts;
   const children = new Set<DeviceProcess>();
   let count = 0;
   const entry = path.join(repoRoot(), 'dist', 'src', 'devices', 'p9', 'listen-main.js');
@@ -97,7 +107,7 @@ export async function main(argv: string[]): Promise<number> {
     sock.setNoDelay(true); // on the connection itself, which the device process shares: replies go out at once
     const name = `p9-client${count++}`;
     starting++;
-    launchDevice({ name, kind: 'p9', config: { p9: { tag: 'share0', readOnly } }, fds: [connFd, fd], jail: true, seccomp: 'enforce', entry })
+    launchDevice({ name, kind: 'p9', config: { p9: { tag: 'share0', readOnly } }, fds: [connFd, fd], jail: true, seccomp: 'enforce', entry, ...(hostIds ? { hostIds } : {}) })
       .then((proc) => {
         children.add(proc);
         void proc.exited.then(() => children.delete(proc));

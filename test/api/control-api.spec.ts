@@ -75,6 +75,8 @@ describe('control API: splitvm device blk --api-socket', function () {
     const status = fs.readFileSync(`/proc/${blk!.pid}/status`, 'utf8');
     assert.match(status, /^Seccomp:\s+2$/m, 'the pid is the jailed device process');
     assert.equal(blk!.jail.uid, Number(/^Uid:\s+(\d+)/m.exec(status)![1]));
+    // Started as root, the backend runs its device as nobody (--uid/--gid default); otherwise as its caller.
+    assert.equal(blk!.jail.uid, process.getuid!() === 0 ? 65534 : process.getuid!());
   });
 
   it('GET /metrics: Prometheus text with the device\'s requests, bytes, latency histogram and the core\'s memory', async () => {

@@ -12,6 +12,8 @@
 // root, has no die-with-parent and no status channel.
 //
 // Memory: each kind's RLIMIT_DATA (DEVICE_DATA_LIMIT), set through prlimit.
+// Host identity: with `hostIds` (a core running as root, identity.ts) the
+// jail is entered as that unprivileged uid and gid, not as root.
 //
 // fds in the device: 0,1 /dev/null; 2 log; 3 control socketpair; 4, 5, … the
 // `fds` given (memfd, backend, kick0, call0, kick1, call1, …; a null there is
@@ -28,6 +30,7 @@ import { DEVICE_GLIBC_TUNABLES, DEVICE_NODE_FLAGS } from '../../devices/contract
 import type { DeviceKind } from '../../ipc/messages.js';
 import { markAllCloexec } from '../../sys/libc.js';
 import { repoRoot, which } from '../../sys/paths.js';
+import { checkReadable, IdentityError, type HostIds } from './identity.js';
 
 export type SeccompMode = 'enforce' | 'log' | 'off';
 
@@ -52,6 +55,8 @@ export interface LaunchOptions {
   nodeFlags?: string[];
   /** RLIMIT_FSIZE in bytes (Node ignores SIGXFSZ: writes past it fail with EFBIG); default unlimited */
   fileSizeLimit?: number;
+  /** the host uid and gid the jailed device runs as (the core must be root); default: the core's own */
+  hostIds?: HostIds;
 }
 
 export interface DeviceExit {
@@ -216,8 +221,18 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
       // RLIMIT_NPROC is left alone: it counts every process of the (host) user,
       // and seccomp already forbids creating processes.
       const jailEntry = path.join(JAIL_REPO, 'dist', rel);
-      const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', fs.realpathSync(process.execPath), ...nodeFlags, jailEntry, argJson];
-      child = spawn(prlimit, args, { stdio, env: {} });
+      const node = fs.realpathSync(process.execPath);
+      if (opts.hostIds) {
+        try {
+          checkReadable(opts.hostIds, [node, ...['package.json', 'dist', 'node_modules', 'policies'].map((p) => path.join(root, p))]);
+        } catch (e) {
+          if (e instanceof IdentityError) throw new LaunchError(e.message);
+          throw e;
+        }
+      }
+      const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', node, ...nodeFlags, jailEntry, argJson];
+      // With hostIds, libuv drops the supplementary groups and sets gid then uid before prlimit runs.
+      child = spawn(prlimit, args, { stdio, env: {}, ...(opts.hostIds ?? {}) });
       status = child.stdio[statusFd] as Readable;
     }
   } finally {

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { ControlChannel, MAX_QUEUE_SIZE, type DeviceKind, type DeviceMessage, type HelloMessage, type QueueAddresses } from '../../ipc/index.js';
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
 import * as libc from '../../sys/libc.js';
+import type { HostIds } from '../jail/identity.js';
 import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
 import type { MemoryRegion } from '../memory.js';
 
@@ -77,6 +78,8 @@ export interface DeviceProcessOptions {
   writeLog?: (line: string) => void;
   /** What its backend is (image, tap, share), for operators (GET /vm). */
   describe?: Record<string, unknown>;
+  /** The host uid and gid a jailed device runs as (identity.ts); default the core's own. */
+  hostIds?: HostIds;
 }
 
 /** running: serving; restarting: a new process is starting; failed: its requests fail until the guest resets it; stopped: shut down. */
@@ -233,6 +236,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       entry: opts.entry,
       log: 'pipe',
       fileSizeLimit: opts.fileSizeLimit,
+      ...(opts.hostIds ? { hostIds: opts.hostIds } : {}),
     });
     relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => coreStderr.write(line)));
     const channel = new ControlChannel('core', this.proc.control);

@@ -18,6 +18,7 @@ import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
+import { deviceIdentity, IdentityError, type HostIds } from '../jail/identity.js';
 import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
 
 export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]
@@ -26,6 +27,7 @@ export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk 
 blk and net serve the device to one vhost-user frontend at a time on the UNIX socket PATH.
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
   --api-socket PATH  serve the control API on PATH (see splitvm ctl --help)
+  --uid N, --gid N   the host ids the device process runs as when started as root (default 65534)
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
 const KINDS: Record<string, CoreDeviceKind<unknown>> = { blk: blkKind as CoreDeviceKind<unknown>, net: netKind as CoreDeviceKind<unknown> };
@@ -39,6 +41,7 @@ export interface VhostUserArgs {
   seccomp: SeccompMode;
   logLevel: string;
   apiSocket?: string;
+  hostIds?: HostIds;
 }
 
 export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs {
@@ -48,7 +51,7 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
   try {
     parsed = parseArgs({
       args: argv, strict: true, allowPositionals: false,
-      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
+      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
     });
   } catch (e) {
     throw new VhostUserUsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
@@ -68,7 +71,14 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
     throw e;
   }
   if (v['api-socket'] !== undefined && v['api-socket'] === v.socket) throw new VhostUserUsageError('--api-socket must be another path than --socket');
-  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}) };
+  let hostIds: HostIds | undefined;
+  try {
+    hostIds = deviceIdentity(v.uid, v.gid);
+  } catch (e) {
+    if (e instanceof IdentityError) throw new VhostUserUsageError(e.message);
+    throw e;
+  }
+  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}) };
 }
 
 /** Starts the device once on a one-page scratch memory to learn its hello (features, queues, config). */
@@ -78,7 +88,7 @@ async function deviceHello(name: string, backend: OpenedBackend, args: VhostUser
   const probe = await VirtioDeviceProcess.start({
     name, kind: args.kind.kind, numQueues: backend.numQueues, backendFd: libc.dup(backend.fd), options: backend.options,
     fileSizeLimit: backend.fileSizeLimit, memory: { fd: memfd, regions: [{ gpa: 0, size: 4096, offset: 0 }] },
-    jail: true, seccomp: args.seccomp, logLevel: 'warn', log,
+    jail: true, seccomp: args.seccomp, logLevel: 'warn', log, ...(args.hostIds ? { hostIds: args.hostIds } : {}),
   });
   const hello = probe.hello;
   await probe.shutdown();
@@ -150,7 +160,7 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
       const fd = acceptUnix(listenFd);
       if (fd < 0) return void watcher.want(POLLIN);
       log.info('vhost-user frontend connected');
-      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused' });
+      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused', ...(args.hostIds ? { hostIds: args.hostIds } : {}) });
       void session.done.then(() => {
         session = null;
         accept();
