@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as C from '../../src/devices/blk/constants.js';
+import { INLINE_WRITE_MAX } from '../../src/devices/blk/backend.js';
+import * as libc from '../../src/sys/libc.js';
 import { BlkDriver, DEVICE_TEST_SECCOMP, DeviceHarness, DeviceStartError, deviceEntry, type DriverQueue, type HarnessOptions, type PendingRequest } from '../../src/devices/harness/index.js';
 import { hasFeature, type NeedsResetMessage } from '../../src/ipc/messages.js';
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/devices/virtio/queue.js';
@@ -95,6 +97,43 @@ describe('virtio-blk device process', function () {
       assert.deepEqual((await d.read(16, 8192)).data, data);
       const file = fs.readFileSync(image);
       assert.deepEqual(new Uint8Array(file.subarray(16 * 512, 16 * 512 + 8192)), data);
+    });
+    it('serves small reads and writes inline, bigger writes on the pool, and says so in its counters', async () => {
+      const { d, h } = await blk();
+      const small = pattern(4096, 5);
+      const big = pattern(INLINE_WRITE_MAX + 4096, 9);
+      assert.equal((await d.write(8, small)).status, C.VIRTIO_BLK_S_OK);
+      assert.equal((await d.write(64, big)).status, C.VIRTIO_BLK_S_OK);
+      assert.deepEqual((await d.read(8, 4096)).data, small);
+      assert.deepEqual((await d.read(64, big.length)).data, big);
+      const file = fs.readFileSync(image);
+      assert.deepEqual(new Uint8Array(file.subarray(8 * 512, 8 * 512 + 4096)), small);
+      assert.deepEqual(new Uint8Array(file.subarray(64 * 512, 64 * 512 + big.length)), big);
+      const s = await h.stats();
+      assert.equal(s.writes, 2);
+      assert.ok(s.inlineWrites === 1 || s.slowInlineWrites! > 0, 'the small write is served inline (unless a slow one held inline writes off)');
+    });
+    it('serves an image in memory (a memfd, tmpfs: no RWF_NOWAIT) with reads and writes inline', async () => {
+      const memfd = libc.memfdCreate('splitvm-test-image');
+      try {
+        fs.writeSync(memfd, pattern(IMAGE_BYTES, 3), 0, IMAGE_BYTES, 0);
+        const h = await start({}, memfd);
+        const [q] = h.activate();
+        const d = new BlkDriver(h, q!);
+        const data = pattern(4096, 21);
+        assert.equal((await d.write(24, data, { segmentBytes: 1000 })).status, C.VIRTIO_BLK_S_OK);
+        assert.deepEqual((await d.read(24, 4096)).data, data);
+        assert.deepEqual((await d.read(0, 4096)).data, pattern(IMAGE_BYTES, 3).subarray(0, 4096));
+        const back = new Uint8Array(4096);
+        fs.readSync(memfd, back, 0, 4096, 24 * 512);
+        assert.deepEqual(back, data);
+        const s = await h.stats();
+        assert.equal(s.reads, 2);
+        assert.ok(s.inlineReads === 2 || s.slowInlineReads! > 0, 'reads from memory are served inline');
+        assert.ok(s.inlineWrites === 1 || s.slowInlineWrites! > 0, 'the write too');
+      } finally {
+        fs.closeSync(memfd);
+      }
     });
     it('flushes', async () => {
       const { d, h } = await blk();

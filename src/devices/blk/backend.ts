@@ -5,14 +5,29 @@
 // A read is first tried inline with preadv2(RWF_NOWAIT): when the page cache
 // holds all of it (ext4, xfs, btrfs) it completes in the call, without the
 // two thread hops of libuv's pool; otherwise (EAGAIN, a short read) it is done
-// again on the pool, and a file that answers EOPNOTSUPP (tmpfs) is not asked again.
+// again on the pool, and a file that answers EOPNOTSUPP is not asked again.
+// An image in memory (tmpfs, a memfd: no RWF_NOWAIT there, and no disk to
+// wait for) is read inline with a plain preadv instead.
+//
+// Small writes (≤ INLINE_WRITE_MAX) are written inline too, with a plain
+// synchronous pwritev on the main thread: no file system we use takes
+// RWF_NOWAIT for buffered writes (ext4 and tmpfs answer EOPNOTSUPP), and a
+// buffered write normally only copies into the page cache. It can block,
+// though (dirty-page throttling, a journal that is full, a slow disk behind
+// it), and while it blocks the event loop — the other queues, the control
+// channel — waits with it. So every inline write (and every plain inline
+// read) is timed: one that took longer than INLINE_SLOW_MS sends this kind
+// of I/O to the pool for INLINE_HOLD_MS, doubled at each slow one in a row up
+// to INLINE_HOLD_MAX_MS: on a slow disk the loop is held up by at most one
+// slow write per hold, not by every write. A write that fails or is short
+// inline is done again, whole, on the pool (rewriting the same bytes is harmless).
 import fs from 'node:fs';
 import koffi from 'koffi';
 import { IovecList } from '../../sys/iovec.js';
 import * as libc from '../../sys/libc.js';
 import type { DeviceBackend } from '../backend.js';
 import type { DescriptorChain } from '../virtio/queue.js';
-import { preadFull, pwriteFull, scatter, fdatasync } from './io.js';
+import { preadFull, preadvNow, pwriteFull, pwritevNow, scatter, fdatasync } from './io.js';
 import { parseRequest, type BlkRequest } from './request.js';
 import * as C from './constants.js';
 
@@ -30,7 +45,43 @@ export const MAX_WRITE_ZEROES_SEG = 32;
 /** Discards are aligned to 4 KiB (hole punching works in pages). */
 export const DISCARD_SECTOR_ALIGNMENT = 8;
 
+/** Largest write served inline (bigger ones gain little from it and would hold the loop longer). */
+export const INLINE_WRITE_MAX = 128 * 1024;
+/** An inline write or plain read slower than this sends such I/O to the pool for a while. */
+export const INLINE_SLOW_MS = 5;
+export const INLINE_HOLD_MS = 100;
+export const INLINE_HOLD_MAX_MS = 10_000;
+
 const bit = (n: number): number => 2 ** n;
+/** statfs f_type of file systems whose files live in memory (no disk to wait for, no RWF_NOWAIT). */
+const MEMORY_FS = new Set([0x01021994 /* tmpfs, memfd */, 0x858458f6 /* ramfs */, 0x958458f6 /* hugetlbfs */]);
+
+/** Whether inline I/O of one kind is allowed now; slow calls hold it off for a while (see the header). */
+export class InlineGate {
+  private holdUntil = 0;
+  private holdMs = INLINE_HOLD_MS;
+  /** Slow inline calls seen (each started a hold). */
+  slow = 0;
+
+  open(now: number): boolean {
+    return now >= this.holdUntil;
+  }
+
+  /** Records how long an inline call took (start and end from performance.now()). */
+  took(start: number, end: number): void {
+    if (end - start <= INLINE_SLOW_MS) {
+      if (this.holdUntil !== 0 && end > this.holdUntil + this.holdMs) {
+        // a fast call well after the last hold ended: start over
+        this.holdUntil = 0;
+        this.holdMs = INLINE_HOLD_MS;
+      }
+      return;
+    }
+    this.slow++;
+    this.holdUntil = end + this.holdMs;
+    this.holdMs = Math.min(this.holdMs * 2, INLINE_HOLD_MAX_MS);
+  }
+}
 
 export class BlkBackend implements DeviceBackend {
   readonly kind = 'blk' as const;
@@ -41,9 +92,13 @@ export class BlkBackend implements DeviceBackend {
   private readonly serial: Uint8Array;
   /** The image answers RWF_NOWAIT reads (false after its first EOPNOTSUPP). */
   private nowait = true;
+  /** The image lives in memory (tmpfs, a memfd): reads are served inline with a plain preadv. */
+  private readonly inMemory: boolean;
+  private readonly readGate = new InlineGate();
+  private readonly writeGate = new InlineGate();
   /** The iovec list of the inline read (used within one call only). */
   private readonly iov = new IovecList(BLK_MAX_QUEUE_SIZE);
-  private readonly counters = { inlineReads: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0, bytesRead: 0, bytesWritten: 0, ioErrors: 0, unsupported: 0 };
+  private readonly counters = { inlineReads: 0, inlineWrites: 0, reads: 0, writes: 0, flushes: 0, discards: 0, writeZeroes: 0, getIds: 0, bytesRead: 0, bytesWritten: 0, ioErrors: 0, unsupported: 0 };
 
   constructor(
     private readonly fd: number,
@@ -53,6 +108,11 @@ export class BlkBackend implements DeviceBackend {
     const st = fs.fstatSync(fd);
     if (!st.isFile() && !st.isBlockDevice()) throw new Error('blk backend fd is not a file or block device');
     this.capacity = Math.floor(st.size / C.SECTOR_SIZE);
+    // Asked once, before the seccomp policy is installed (it forbids fstatfs).
+    const statfs = new Uint8Array(120);
+    libc.fstatfs(fd, statfs);
+    this.inMemory = st.isFile() && MEMORY_FS.has(new DataView(statfs.buffer).getUint32(0, true));
+    if (this.inMemory) this.nowait = false;
     this.serial = new Uint8Array(C.VIRTIO_BLK_ID_BYTES);
     this.serial.set(Buffer.from(opts.serial ?? '').subarray(0, C.VIRTIO_BLK_ID_BYTES));
     this.deviceFeatures =
@@ -89,14 +149,21 @@ export class BlkBackend implements DeviceBackend {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counters, capacitySectors: this.capacity };
+    return { ...this.counters, slowInlineReads: this.readGate.slow, slowInlineWrites: this.writeGate.slow, capacitySectors: this.capacity };
   }
 
   handle(chain: DescriptorChain): number | Promise<number> {
     const req = parseRequest(chain); // throws QueueError on a malformed chain
-    if (req.type === C.VIRTIO_BLK_T_IN && this.nowait && req.writeBytes > 0 && this.inRange(req.sector, req.writeBytes) && this.readInline(req)) {
-      req.status[0] = C.VIRTIO_BLK_S_OK;
-      return req.writeBytes + 1;
+    if (req.type === C.VIRTIO_BLK_T_IN) {
+      if (req.writeBytes > 0 && (this.nowait || this.inMemory) && this.inRange(req.sector, req.writeBytes) && this.readInline(req)) {
+        req.status[0] = C.VIRTIO_BLK_S_OK;
+        return req.writeBytes + 1;
+      }
+    } else if (req.type === C.VIRTIO_BLK_T_OUT) {
+      if (req.readBytes > 0 && req.readBytes <= INLINE_WRITE_MAX && !this.opts.readOnly && this.inRange(req.sector, req.readBytes) && this.writeInline(req)) {
+        req.status[0] = C.VIRTIO_BLK_S_OK;
+        return 1;
+      }
     }
     return this.serve(req).then(
       (written) => written,
@@ -108,18 +175,52 @@ export class BlkBackend implements DeviceBackend {
     );
   }
 
-  /** Reads the whole request from the page cache without waiting; false when that cannot be done. */
-  private readInline(req: BlkRequest): boolean {
+  /** The request's buffers as the inline iovec list; null when there are more than it holds. */
+  private iovecs(bufs: Uint8Array[]): IovecList | null {
+    if (bufs.length > this.iov.capacity) return null;
     const iov = this.iov.clear();
-    for (const v of req.writeData) if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
-    const n = libc.preadv2(this.fd, iov.raw, iov.count, req.sector * C.SECTOR_SIZE, libc.RWF_NOWAIT);
-    if (n !== req.writeBytes) {
+    for (const v of bufs) if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
+    return iov;
+  }
+
+  /**
+   * Reads the whole request inline: from the page cache without waiting
+   * (RWF_NOWAIT), or from an image in memory with a timed plain preadv;
+   * false when that cannot be done (the pool does it).
+   */
+  private readInline(req: BlkRequest): boolean {
+    const iov = this.iovecs(req.writeData);
+    if (!iov) return false;
+    const pos = req.sector * C.SECTOR_SIZE;
+    let n: number;
+    if (this.nowait) {
+      n = libc.preadv2(this.fd, iov.raw, iov.count, pos, libc.RWF_NOWAIT);
       if (n === -libc.EOPNOTSUPP) this.nowait = false;
-      return false;
+    } else {
+      const t0 = performance.now();
+      if (!this.readGate.open(t0)) return false;
+      n = preadvNow(this.fd, iov, pos);
+      this.readGate.took(t0, performance.now());
     }
+    if (n !== req.writeBytes) return false;
     this.counters.inlineReads++;
     this.counters.reads++;
     this.counters.bytesRead += n;
+    return true;
+  }
+
+  /** Writes the whole request inline with a timed pwritev (see the header); false when the pool must do it. */
+  private writeInline(req: BlkRequest): boolean {
+    const t0 = performance.now();
+    if (!this.writeGate.open(t0)) return false;
+    const iov = this.iovecs(req.readData);
+    if (!iov) return false;
+    const n = pwritevNow(this.fd, iov, req.sector * C.SECTOR_SIZE);
+    this.writeGate.took(t0, performance.now());
+    if (n !== req.readBytes) return false;
+    this.counters.inlineWrites++;
+    this.counters.writes++;
+    this.counters.bytesWritten += n;
     return true;
   }
 

@@ -1,7 +1,26 @@
-// Asynchronous positioned I/O between a file and guest memory, on libuv's
-// thread pool (fs.read/fs.write with an fd and a position are pread/pwrite),
-// zero-copy: the Buffer handed to the pool is a view of the guest's pages.
+// Positioned I/O between a file and guest memory, zero-copy: asynchronous on
+// libuv's thread pool (fs.read/fs.write with an fd and a position are
+// pread/pwrite; the Buffer handed to the pool is a view of the guest's
+// pages), and synchronous vectored calls for what the backend serves inline.
 import fs from 'node:fs';
+import koffi from 'koffi';
+import { libcLibrary } from '../../sys/libc.js';
+import type { IovecList } from '../../sys/iovec.js';
+
+const preadv_ = libcLibrary.func('intptr_t preadv(int fd, void *iov, int count, int64_t off)');
+const pwritev_ = libcLibrary.func('intptr_t pwritev(int fd, void *iov, int count, int64_t off)');
+
+/** preadv(2) on this thread: bytes read or -errno. */
+export function preadvNow(fd: number, iov: IovecList, pos: number): number {
+  const n = Number(preadv_(fd, iov.raw, iov.count, pos));
+  return n < 0 ? -koffi.errno() : n;
+}
+
+/** pwritev(2) on this thread: bytes written or -errno. */
+export function pwritevNow(fd: number, iov: IovecList, pos: number): number {
+  const n = Number(pwritev_(fd, iov.raw, iov.count, pos));
+  return n < 0 ? -koffi.errno() : n;
+}
 
 /** Largest single read/write handed to the pool (Node's limit is 2 GiB - 1). */
 const MAX_IO = 1 << 30;
