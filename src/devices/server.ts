@@ -37,7 +37,23 @@ interface ServedQueue {
   notifyScheduled: boolean;
   /** The backend takes this queue's chains itself (DeviceBackend.pulledQueues). */
   pulled: boolean;
+  /** Adaptive polling (see pollAvail): the current window in µs, and when the queue last went idle (0: not idle). */
+  pollUs: number;
+  idleSince: number;
 }
+
+/**
+ * Adaptive polling of the available ring, QEMU's poll-max-ns idea: after a
+ * turn's completions are signalled and nothing is in flight, the server
+ * looks at the ring for up to a window before going back to wait for a kick
+ * (kicks are suppressed meanwhile), so a driver that answers quickly is
+ * served without the kick's two thread wake-ups. The window grows (doubling,
+ * from POLL_START_US up to POLL_MAX_US) while kicks keep arriving within
+ * POLL_MAX_US of going idle, and halves (to 0) when they arrive later. The
+ * spin holds the event loop for at most POLL_MAX_US. 0 turns it off.
+ */
+export const POLL_MAX_US = 64;
+const POLL_START_US = 8;
 
 export class DeviceServer {
   private queues: (ServedQueue | undefined)[] = [];
@@ -50,7 +66,7 @@ export class DeviceServer {
   /** Paused by the core (an operator's pause): nothing new is taken until resume. */
   private paused = false;
   private pausePending = false;
-  private readonly counters = { kicks: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
+  private readonly counters = { kicks: 0, polled: 0, requests: 0, completions: 0, interrupts: 0, queueErrors: 0, activations: 0, resets: 0 };
   /** From taking a chain to completing it, for the requests this process serves itself (not pulled queues). */
   private readonly latency = new LatencyHistogram();
 
@@ -154,7 +170,7 @@ export class DeviceServer {
       }
       try {
         const pulled = this.backend.pulledQueues?.includes(q.index) ?? false;
-        const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled };
+        const sq: ServedQueue = { index: q.index, queue: new SplitQueue(this.mem, q, opts), call: callFd(q.index), stopped: false, notifyScheduled: false, pulled, pollUs: 0, idleSince: 0 };
         if (this.failed && q.inflight === undefined) sq.queue.resumeFromUsed();
         else if (q.inflight !== undefined) {
           // A record a dead device left says where to resume; a fresh one starts at the base.
@@ -277,7 +293,49 @@ export class DeviceServer {
     this.counters.kicks++;
     w.want(POLLIN);
     const sq = this.queues[index];
-    if (sq && !sq.stopped) this.onKick(sq);
+    if (sq && !sq.stopped) {
+      if (sq.idleSince !== 0) this.adaptPoll(sq, performance.now() - sq.idleSince);
+      this.onKick(sq);
+    }
+  }
+
+  /** A kick came `idleMs` after the queue went idle: poll longer when waiting would have paid, shorter when not. */
+  private adaptPoll(sq: ServedQueue, idleMs: number): void {
+    sq.idleSince = 0;
+    if (idleMs * 1000 <= POLL_MAX_US) sq.pollUs = Math.min(POLL_MAX_US, Math.max(POLL_START_US, sq.pollUs * 2));
+    else sq.pollUs = sq.pollUs >= 2 * POLL_START_US ? sq.pollUs / 2 : 0;
+  }
+
+  /**
+   * Called once a turn's completions are signalled: when nothing is in
+   * flight, looks at the available ring for up to the queue's poll window
+   * (kicks suppressed meanwhile) and drains what turns up; else goes idle.
+   */
+  private pollAvail(sq: ServedQueue): void {
+    if (this.inFlight > 0 || this.draining || sq.pulled) return;
+    const start = performance.now();
+    if (sq.pollUs === 0) {
+      sq.idleSince = start;
+      return;
+    }
+    try {
+      sq.queue.disableNotify();
+      const end = start + sq.pollUs / 1000;
+      let now = start;
+      while (!sq.queue.hasAvailable()) {
+        if ((now = performance.now()) >= end) {
+          sq.idleSince = now;
+          if (!sq.queue.enableNotify()) return; // idle: wait for the kick
+          sq.idleSince = 0;
+          break;
+        }
+      }
+    } catch (e) {
+      this.fail(sq, e as Error);
+      return;
+    }
+    this.counters.polled++;
+    this.drain(sq);
   }
 
   /**
@@ -346,7 +404,9 @@ export class DeviceServer {
     sq.notifyScheduled = true;
     setImmediate(() => {
       sq.notifyScheduled = false;
-      if (!sq.stopped && sq.queue.needsNotify()) this.interrupt(sq);
+      if (sq.stopped) return;
+      if (sq.queue.needsNotify()) this.interrupt(sq);
+      if (POLL_MAX_US > 0) this.pollAvail(sq);
     });
   }
 

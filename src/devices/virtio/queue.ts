@@ -13,6 +13,7 @@ export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
 export const VIRTQ_DESC_F_INDIRECT = 4;
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+export const VIRTQ_USED_F_NO_NOTIFY = 1;
 /** Transport-independent feature bits that change how a split queue is read. */
 export const VIRTIO_F_INDIRECT_DESC = 28;
 export const VIRTIO_F_RING_EVENT_IDX = 29;
@@ -269,8 +270,20 @@ export class SplitQueue {
    */
   enableNotify(): boolean {
     if (this.eventIdx) this.used16[2 + 4 * this.size] = this.lastAvail;
+    else this.used16[0] = 0;
     fence();
     return this.hasAvailable();
+  }
+
+  /**
+   * Tells the driver it need not notify: we are looking at the ring
+   * ourselves (polling). With EVENT_IDX, avail_event is put one behind what
+   * we took, so no new index crosses it; without, VIRTQ_USED_F_NO_NOTIFY.
+   * A hint only (the driver may notify anyway); enableNotify undoes it.
+   */
+  disableNotify(): void {
+    if (this.eventIdx) this.used16[2 + 4 * this.size] = (this.lastAvail - 1) & 0xffff;
+    else this.used16[0] = VIRTQ_USED_F_NO_NOTIFY;
   }
 
   private availDistance(): number {

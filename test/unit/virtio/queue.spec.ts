@@ -239,6 +239,26 @@ describe('SplitQueue: notifications', () => {
     assert.equal(dev.needsNotify(), true);
     assert.equal(dev.needsNotify(), false);
   });
+  for (const eventIdx of [true, false]) {
+    it(`disableNotify tells the driver not to kick while the device polls, enableNotify asks again (${eventIdx ? 'EVENT_IDX' : 'VIRTQ_USED_F_NO_NOTIFY'})`, () => {
+      const { drv, dev, low } = setup(8, { eventIdx, indirect: false });
+      const usedFlags = (): number => low[(RING_BASE + ringSizes(8).desc + ringSizes(8).avail + 3) & ~3]! & 1; // the used ring's flags (setup's layout)
+      const kickWanted = (old: number): boolean => (eventIdx ? drv.kickNeeded(old) : usedFlags() === 0);
+      drv.submit([{ addr: DATA_BASE, len: 1, write: true }]);
+      dev.pushUsed(dev.pop()!.head, 1);
+      assert.equal(dev.enableNotify(), false);
+      let old = drv.availIdx;
+      dev.disableNotify();
+      drv.submit([{ addr: DATA_BASE, len: 1, write: true }]);
+      assert.equal(kickWanted(old), false);
+      assert.equal(dev.hasAvailable(), true);
+      dev.pushUsed(dev.pop()!.head, 1);
+      assert.equal(dev.enableNotify(), false);
+      old = drv.availIdx;
+      drv.submit([{ addr: DATA_BASE, len: 1, write: true }]);
+      assert.equal(kickWanted(old), true);
+    });
+  }
   it('enableNotify reports chains that arrived meanwhile', () => {
     const { drv, dev } = setup(8, { eventIdx: true, indirect: false });
     assert.equal(dev.enableNotify(), false);
