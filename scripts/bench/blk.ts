@@ -28,7 +28,9 @@
 // READY_STARTS starts. With --json (index.ts) the figures are one JSON line.
 //
 //   npm run bench -- blk [--json]     or   node --import tsx scripts/bench/blk.ts [--json]
-//   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length.
+//   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length;
+//   BLK_BENCH_CASES="4k randread qd1,4k randwrite" runs only the cases whose names start so
+//   (and skips the tmpfs table and the ready starts).
 import readline from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -79,6 +81,8 @@ for (const [kind, op, bs, random] of [
 ] as const) {
   for (const depth of [1, MAX_DEPTH]) CASES.push({ name: `${kind} qd${depth}`, kind, op, bs, depth, random });
 }
+const ONLY = process.env.BLK_BENCH_CASES?.split(',').map((x) => x.trim()).filter(Boolean);
+const SELECTED = ONLY ? CASES.filter((c) => ONLY.some((o) => c.name.startsWith(o))) : CASES;
 const SMALL_CASES = CASES.filter((c) => c.bs === 4096);
 
 interface DeviceResult {
@@ -330,7 +334,7 @@ export async function run(): Promise<Figures> {
   const { bin: cLoop, dir: cDir } = await buildCLoop();
   try {
     say(`image: ${IMAGE_BYTES / MiB} MiB in ${mainDir}, pre-filled, page cache warm; ${ROUNDS} rounds of ${ROUND_MS} ms per case, side by side with both ceilings; ${CPUS} CPUs`);
-    const main = await benchImage(mainDir, CASES, ROUNDS, cLoop, true);
+    const main = await benchImage(mainDir, SELECTED, ROUNDS, cLoop, true);
     say(`file system ${main.fsType}; ratio = device ÷ Node ceiling, per round (median and min of ${ROUNDS}); C loop: 1 thread at depth 1, ${Math.min(MAX_DEPTH, CPUS)} at depth ${MAX_DEPTH}`);
     say();
     printResults(main);
@@ -347,14 +351,14 @@ export async function run(): Promise<Figures> {
     );
 
     let other: ImageRun | undefined;
-    if (otherDir) {
+    if (otherDir && !ONLY) {
       say();
       say(`the 4 KiB cases again with the image in ${otherDir} (tmpfs: no RWF_NOWAIT), ${OTHER_ROUNDS} rounds:`);
       other = await benchImage(otherDir, SMALL_CASES, OTHER_ROUNDS, cLoop, false);
       printResults(other);
     }
 
-    const ready = await readyTimes(mainDir);
+    const ready = ONLY ? [NaN] : await readyTimes(mainDir);
     const m = main.memory;
     const mib = (k: number): string => fmt(k / 1024, 1);
     if (m) {

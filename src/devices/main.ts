@@ -62,6 +62,8 @@ function attemptAfterJail(probe: JailProbe, log: Logger): void {
 }
 
 async function main(): Promise<void> {
+  // ms since the process started (performance's time origin): Node's own start-up plus loading our modules
+  const loadedMs = performance.now();
   let config: DeviceConfig;
   try {
     config = parseDeviceConfig(process.argv[2]);
@@ -97,12 +99,15 @@ async function main(): Promise<void> {
 
   // The server makes its kick watchers now: nothing may be created once the policy is in.
   const server = new DeviceServer(backend, memory, channel, log, config.numQueues, config.failed ?? false, inflight);
+  const setUpMs = performance.now();
   installSeccomp(config, kind.policyConstants?.(config.options) ?? {}, log);
+  const sealedMs = performance.now();
   if (config.testAttemptAfterJail) attemptAfterJail(config.testAttemptAfterJail, log);
 
   server.start();
   if (config.failed) log.warn('replacing a device process that died: every request fails');
-  log.info({ queues: config.numQueues, ...backend.describe() }, 'device ready');
+  const round = (ms: number): number => Math.round(ms * 10) / 10;
+  log.info({ queues: config.numQueues, ...backend.describe(), startMs: { loaded: round(loadedMs), setUp: round(setUpMs), sealed: round(sealedMs) } }, 'device ready');
 }
 
 await main();

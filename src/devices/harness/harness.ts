@@ -56,6 +56,8 @@ export interface HarnessOptions {
   log?: 'pipe' | 'inherit';
   /** Node flags of the device process. Default: the launcher's (--jitless, which the policies require). */
   nodeFlags?: string[];
+  /** The device entry to run (inside <repo>/dist when jailed). Default: the launcher's, dist/src/devices/main.js. */
+  entry?: string;
   /** Start the device as the replacement of a dead one: it fails every request (config `failed`). */
   failed?: boolean;
   /** How long to wait for hello. Default 10 s. */
@@ -243,6 +245,7 @@ export class DeviceHarness extends DriverMemory {
         seccomp: opts.seccomp ?? DEVICE_TEST_SECCOMP,
         log: opts.log ?? 'pipe',
         ...(opts.nodeFlags ? { nodeFlags: opts.nodeFlags } : {}),
+        ...(opts.entry ? { entry: opts.entry } : {}),
       });
     } catch (e) {
       this.exitStatus = { code: null, signal: null };
