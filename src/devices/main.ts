@@ -110,4 +110,5 @@ async function main(): Promise<void> {
   log.info({ queues: config.numQueues, ...backend.describe(), startMs: { loaded: round(loadedMs), setUp: round(setUpMs), sealed: round(sealedMs) } }, 'device ready');
 }
 
-await main();
+// Not a top-level await: the bundled entry is CommonJS (Node starts a CommonJS entry sooner than a module).
+main().catch((e: unknown) => fatal(undefined, `device start-up failed: ${(e as Error)?.stack ?? String(e)}`));

@@ -81,6 +81,8 @@ export interface DeviceProcess {
   control: Socket;
   /** host pid of the Node device process itself (not of bwrap) */
   pid: number;
+  /** the host uid and gid it was started as */
+  ids: HostIds;
   /** the device's stderr when log was 'pipe' */
   log: Readable | null;
   /** resolves once the device process is gone, with its own status */
@@ -200,17 +202,19 @@ function fromBwrapCode(code: number): DeviceExit {
 }
 
 /**
- * The built entry every device process runs: <repo>/dist/device/main.js,
- * src/devices/main.ts and everything it imports bundled into one file by
- * esbuild (npm run build), except koffi and msgpackr's optional native
- * extension, which load from node_modules. One file loads about 50 ms
- * sooner than the ~60 modules tsc leaves in dist/src (measured with the
- * harness, spawn to hello); it is the same compiled code, and runs under
- * the same jail and policy (it imports nothing once the policy is in).
- * Without the bundle (tsc alone was run), dist/src/devices/main.js.
+ * The built entry every device process runs: <repo>/dist/device/main.cjs,
+ * src/devices/main.ts and everything it imports bundled into one CommonJS
+ * file by esbuild (npm run build), except koffi and msgpackr's optional
+ * native extension, which load from node_modules. One file loads about
+ * 50 ms sooner than the ~60 modules tsc leaves in dist/src, and Node starts
+ * a CommonJS entry sooner than a module (no ES module loader to set up):
+ * another 10-30 ms (harness, alternating starts, spawn to hello). It is the
+ * same compiled code, under the same jail and policy (it imports nothing
+ * once the policy is in). Without the bundle (tsc alone was run),
+ * dist/src/devices/main.js.
  */
 export function deviceEntry(): string {
-  const bundle = path.join(repoRoot(), 'dist', 'device', 'main.js');
+  const bundle = path.join(repoRoot(), 'dist', 'device', 'main.cjs');
   return fs.existsSync(bundle) ? bundle : path.join(repoRoot(), 'dist', 'src', 'devices', 'main.js');
 }
 
@@ -319,6 +323,7 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
     name: opts.name,
     control,
     pid,
+    ids: opts.hostIds ?? { uid: process.getuid!(), gid: process.getgid!() },
     log,
     exited,
     kill() {
