@@ -5,6 +5,7 @@
 // call eventfd, with EVENT_IDX) or by polling the used ring; optionally the
 // latency of every request, from its publication to the driver seeing it used.
 import fs from 'node:fs';
+import net from 'node:net';
 import type { GuestMemory } from '../../../src/devices/guest-memory.js';
 import type { DriverQueue } from '../../../src/devices/harness/index.js';
 import * as C from '../../../src/devices/blk/constants.js';
@@ -40,6 +41,42 @@ export interface LoadOptions {
   midway?: () => void;
   /** When given, each request's latency (µs, publication to the driver seeing it used) is appended. */
   latencies?: number[];
+  /** How to wait for an interrupt (completion 'irq'); default: a read of the call eventfd on libuv's pool (it must be blocking). */
+  waitCall?: () => Promise<void>;
+}
+
+/**
+ * Interrupts that arrive on a pipe (DeviceHarness `callPipes`), watched by
+ * this process's event loop: `wait` resolves once at least one arrived since
+ * the last wait. Takes ownership of `fd` (give it a dup).
+ */
+export class PipeInterrupts {
+  private readonly socket: net.Socket;
+  private pending = 0;
+  private waiter: (() => void) | null = null;
+
+  constructor(fd: number) {
+    this.socket = new net.Socket({ fd, readable: true, writable: false });
+    this.socket.on('data', () => {
+      const w = this.waiter;
+      if (w) {
+        this.waiter = null;
+        w();
+      } else this.pending++;
+    });
+  }
+
+  wait = (): Promise<void> => {
+    if (this.pending > 0) {
+      this.pending = 0;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.waiter = resolve));
+  };
+
+  close(): void {
+    this.socket.destroy();
+  }
 }
 
 function readCall(fd: number, buf: Buffer): Promise<void> {
@@ -97,7 +134,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       else {
         q.setUsedEvent(q.lastUsedIdx); // interrupt me at the next completion
         if (q.usedIdx() === q.lastUsedIdx) {
-          await readCall(q.callFd, callBuf);
+          await (opts.waitCall ? opts.waitCall() : readCall(q.callFd, callBuf));
           interrupts++;
         }
       }

@@ -56,8 +56,16 @@ export interface HarnessOptions {
   log?: 'pipe' | 'inherit';
   /** Node flags of the device process. Default: the launcher's (--jitless, which the policies require). */
   nodeFlags?: string[];
-  /** The device entry to run (inside <repo>/dist when jailed). Default: the launcher's, dist/src/devices/main.js. */
+  /** The device entry to run (inside <repo>/dist when jailed). Default: the launcher's, deviceEntry(). */
   entry?: string;
+  /**
+   * Interrupts through a pipe instead of an eventfd (benchmarks): the device
+   * writes its 8 bytes to the pipe's write end, and `callFds` are the read
+   * ends, which a Node event loop can watch itself (net.Socket) — one thread
+   * wake-up per interrupt, as a halted vCPU woken by its irqfd, where an
+   * eventfd read on libuv's pool costs two. Default false.
+   */
+  callPipes?: boolean;
   /** Start the device as the replacement of a dead one: it fails every request (config `failed`). */
   failed?: boolean;
   /** How long to wait for hello. Default 10 s. */
@@ -190,6 +198,8 @@ export class DeviceHarness extends DriverMemory {
     readonly memfd: number,
     readonly kickFds: number[],
     readonly callFds: number[],
+    /** What the device gets as its call fds: the write ends of callPipes, else callFds themselves. */
+    private readonly deviceCallFds: number[] = callFds,
   ) {
     super(mem, regions);
   }
@@ -204,8 +214,21 @@ export class DeviceHarness extends DriverMemory {
     const mem = GuestMemory.map(memfd, regions);
     // Kick: blocking (the device parks a pool read on it). Call: non-blocking, polled here.
     const kickFds = Array.from({ length: numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
-    const callFds = Array.from({ length: numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
-    const h = new DeviceHarness(opts, mem, regions, memfd, kickFds, callFds);
+    let callFds: number[];
+    let deviceCallFds: number[];
+    if (opts.callPipes) {
+      const pipes = Array.from({ length: numQueues }, () => libc.pipe());
+      for (const [rd, wr] of pipes) {
+        libc.setNonBlocking(rd);
+        libc.setNonBlocking(wr); // a harness that stops reading makes the device's write fail, never block
+      }
+      callFds = pipes.map(([rd]) => rd);
+      deviceCallFds = pipes.map(([, wr]) => wr);
+    } else {
+      callFds = Array.from({ length: numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
+      deviceCallFds = callFds;
+    }
+    const h = new DeviceHarness(opts, mem, regions, memfd, kickFds, callFds, deviceCallFds);
     try {
       await h.launch(opts.failed ?? false);
     } catch (e) {
@@ -231,7 +254,7 @@ export class DeviceHarness extends DriverMemory {
     if (opts.testAttemptAfterJail) config.testAttemptAfterJail = opts.testAttemptAfterJail;
     if (failed) config.failed = true;
     const fds: (number | null)[] = [this.memfd, opts.backendFd ?? null];
-    for (let i = 0; i < numQueues; i++) fds.push(this.kickFds[i]!, this.callFds[i]!);
+    for (let i = 0; i < numQueues; i++) fds.push(this.kickFds[i]!, this.deviceCallFds[i]!);
     this.exitStatus = undefined;
     this.unclaimed.length = 0;
     let proc: DeviceProcess;
@@ -418,7 +441,7 @@ export class DeviceHarness extends DriverMemory {
       clearTimeout(timer);
     }
     if (this.proc) this.channel.close();
-    for (const fd of [this.memfd, ...this.kickFds, ...this.callFds]) libc.close(fd);
+    for (const fd of new Set([this.memfd, ...this.kickFds, ...this.callFds, ...this.deviceCallFds])) libc.close(fd);
   }
 
   private onMessage(m: DeviceMessage): void {
