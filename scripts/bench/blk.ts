@@ -33,7 +33,9 @@
 //   npm run bench -- blk [--json]     or   node --import tsx scripts/bench/blk.ts [--json]
 //   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length;
 //   BLK_BENCH_CASES="4k randread qd1,4k randwrite" runs only the cases whose names start so
-//   (and skips the tmpfs table and the ready starts).
+//   (and skips the tmpfs table and the ready starts);
+//   BLK_BENCH_ENTRY=dist/old/src/devices/main.js runs another build of the device (inside dist/),
+//   with BLK_BENCH_NODE_FLAGS="--jitless --no-expose-wasm" if its flags differ: before/after figures.
 import readline from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -87,6 +89,11 @@ for (const [kind, op, bs, random] of [
 const ONLY = process.env.BLK_BENCH_CASES?.split(',').map((x) => x.trim()).filter(Boolean);
 const SELECTED = ONLY ? CASES.filter((c) => ONLY.some((o) => c.name.startsWith(o))) : CASES;
 const SMALL_CASES = CASES.filter((c) => c.bs === 4096);
+/** The device build and Node flags to run (default: the launcher's). */
+const DEVICE: { entry?: string; nodeFlags?: string[] } = {
+  ...(process.env.BLK_BENCH_ENTRY ? { entry: path.resolve(process.env.BLK_BENCH_ENTRY) } : {}),
+  ...(process.env.BLK_BENCH_NODE_FLAGS ? { nodeFlags: process.env.BLK_BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean) } : {}),
+};
 
 interface DeviceResult {
   ops: number;
@@ -232,7 +239,7 @@ async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: 
   let irq: PipeInterrupts | undefined;
   try {
     fd = makeImage(image);
-    h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 128 * MiB, queueSize: 256, logLevel: 'warn', callPipes: true });
+    h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 128 * MiB, queueSize: 256, logLevel: 'warn', callPipes: true, ...DEVICE });
     const [q] = h.activate();
     irq = new PipeInterrupts(libc.dup(q!.callFd));
     const waitCall = irq.wait;
@@ -276,7 +283,7 @@ async function readyTimes(parent: string): Promise<number[]> {
   try {
     for (let i = 0; i < READY_STARTS; i++) {
       const t0 = performance.now();
-      const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'warn' });
+      const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'warn', ...DEVICE });
       times.push(performance.now() - t0);
       await h.close();
     }
@@ -339,6 +346,7 @@ export async function run(): Promise<Figures> {
   const otherDir = !diskIsTmpfs && fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === TMPFS_MAGIC ? '/dev/shm' : null;
   const { bin: cLoop, dir: cDir } = await buildCLoop();
   try {
+    if (DEVICE.entry || DEVICE.nodeFlags) say(`device: ${DEVICE.entry ?? 'the default entry'}, Node flags ${DEVICE.nodeFlags?.join(' ') ?? 'the default'}`);
     say(`image: ${IMAGE_BYTES / MiB} MiB in ${mainDir}, pre-filled, page cache warm; ${ROUNDS} rounds of ${ROUND_MS} ms per case, side by side with both ceilings; ${CPUS} CPUs`);
     const main = await benchImage(mainDir, SELECTED, ROUNDS, cLoop, true);
     say(`file system ${main.fsType}; ratio = device ÷ Node ceiling, per round (median and min of ${ROUNDS}); C loop: 1 thread at depth 1, ${Math.min(MAX_DEPTH, CPUS)} at depth ${MAX_DEPTH}`);
@@ -386,6 +394,7 @@ export async function run(): Promise<Figures> {
     const read1 = main.results.find((r) => r.c.name === '4k randread qd1')?.latencyUs ?? [];
     return {
       image: { dir: mainDir, fs: main.fsType, rounds: ROUNDS, roundMs: ROUND_MS },
+      ...(DEVICE.entry || DEVICE.nodeFlags ? { device: DEVICE } : {}),
       cases: main.results.map(caseFigures),
       ...(other ? { tmpfsCases: other.results.map(caseFigures) } : {}),
       deviceMemoryMiB: m ? round((m.privateKiB - m.memfd.privateKiB) / 1024, 1) : null,
