@@ -52,8 +52,10 @@ interface ServedQueue {
  * POLL_MAX_US of going idle, and halves (to 0) when they arrive later. The
  * spin holds the event loop for at most POLL_MAX_US. 0 turns it off.
  */
-export const POLL_MAX_US = 64;
+export const POLL_MAX_US = 100;
 const POLL_START_US = 8;
+/** A kick this soon after going idle says polling would have paid (the kick's own two wake-ups are in it). */
+const POLL_GROW_WITHIN_US = 2 * POLL_MAX_US;
 
 export class DeviceServer {
   private queues: (ServedQueue | undefined)[] = [];
@@ -302,7 +304,7 @@ export class DeviceServer {
   /** A kick came `idleMs` after the queue went idle: poll longer when waiting would have paid, shorter when not. */
   private adaptPoll(sq: ServedQueue, idleMs: number): void {
     sq.idleSince = 0;
-    if (idleMs * 1000 <= POLL_MAX_US) sq.pollUs = Math.min(POLL_MAX_US, Math.max(POLL_START_US, sq.pollUs * 2));
+    if (idleMs * 1000 <= POLL_GROW_WITHIN_US) sq.pollUs = Math.min(POLL_MAX_US, Math.max(POLL_START_US, sq.pollUs * 2));
     else sq.pollUs = sq.pollUs >= 2 * POLL_START_US ? sq.pollUs / 2 : 0;
   }
 
