@@ -37,6 +37,7 @@ ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
                      what the policy forbids, for writing policies) or off (no filter)
   --uid N, --gid N   the host ids device processes run as when splitvm runs as root
                      (default 65534, nobody; one pair per VM keeps tenants apart)
+  --no-jail-core     do not seal the core (no seccomp filter on it, no launcher): for debugging only
   --api-socket PATH  serve the control API (HTTP, JSON) on the UNIX socket PATH, mode 0600;
                      steer it with splitvm ctl PATH VERB or curl --unix-socket PATH
   --log-level L      fatal, error, warn, info, debug or trace (default warn)
@@ -68,6 +69,7 @@ export interface RunOptions {
   logLevel: string;
   apiSocket?: string;
   deviceIds?: HostIds;
+  noJailCore?: boolean;
 }
 
 function positiveInt(flag: string, value: string, min: number, max: number): number {
@@ -98,6 +100,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         'api-socket': { type: 'string' },
         uid: { type: 'string' },
         gid: { type: 'string' },
+        'no-jail-core': { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -143,6 +146,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     logLevel,
     ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}),
     ...(deviceIds ? { deviceIds } : {}),
+    ...(v['no-jail-core'] ? { noJailCore: true } : {}),
   };
 }
 
@@ -212,11 +216,15 @@ export async function run(opts: RunOptions): Promise<number> {
       `splitvm: WARNING: --seccomp=${opts.seccomp}: device processes run ${opts.seccomp === 'log' ? 'with a filter that only LOGS forbidden system calls' : 'WITHOUT a seccomp filter'}; a compromised device is not contained. Do not run untrusted guests like this.\n`,
     );
   }
+  if (opts.noJailCore) {
+    process.stderr.write('splitvm: WARNING: --no-jail-core: the core, which answers every exit of the guest, runs unsealed (no seccomp filter, full privileges); for debugging only\n');
+  }
   const console_ = attachConsole();
   let machine: Machine;
   try {
     machine = Machine.create({
       kernel, initrd, cmdline, memBytes, cpus: opts.cpus, devices: opts.devices, name: opts.name, seccomp: opts.seccomp, jail: true, ...(opts.deviceIds ? { deviceIds: opts.deviceIds } : {}),
+      sealCore: !opts.noJailCore, ...(opts.apiSocket ? { removeOnExit: [opts.apiSocket] } : {}),
       serialOutput: console_.writeByte, log,
     });
   } catch (e) {

@@ -26,6 +26,8 @@ import { BAR0, VirtioPciTransport } from './virtio/pci-transport.js';
 import { KvmTransportHost } from './virtio/transport-host.js';
 import type { VcpuBootState } from './vcpu/protocol.js';
 import { VcpuSet } from './vcpu/vcpu-set.js';
+import { DeviceLauncher } from './launcher/client.js';
+import { sealCore } from './seal.js';
 import type { ControlTarget, VmState } from './api/server.js';
 import type { MetricFamily } from './api/metrics.js';
 
@@ -44,6 +46,10 @@ export interface MachineConfig {
   jail: boolean;
   /** The host uid and gid device processes run as (jail/identity.ts); default the core's own. */
   deviceIds?: HostIds;
+  /** Seal the core once set up (seal.ts), devices then starting through a launcher; false only for debugging. */
+  sealCore: boolean;
+  /** Files the core made that its launcher removes once the core is gone (the control API's socket). */
+  removeOnExit?: string[];
   /** Each byte the guest writes to its serial port. */
   serialOutput: (byte: number) => void;
   log: Logger;
@@ -70,6 +76,8 @@ export class Machine implements ControlTarget {
   readonly devices: VirtioDeviceProcess[] = [];
   /** What device backends started besides their fds (passt), ended after the devices. */
   private readonly releases: (() => void)[] = [];
+  /** Starts device processes once the core is sealed. */
+  private launcher: DeviceLauncher | undefined;
   private readonly transportHost: KvmTransportHost;
   private nextBar = MMIO_HOLE_START;
   private readonly vcpus: VcpuSet;
@@ -115,17 +123,37 @@ export class Machine implements ControlTarget {
     });
   }
 
-  /** Opens a device's backend, starts its jailed process and puts it on the PCI bus. */
-  private async addDevice(req: DeviceRequest, index: number): Promise<void> {
+  /** Opens every device's backend (image, tap, passt, share), in order: each one's index among its kind. */
+  private async openBackends(): Promise<{ req: DeviceRequest; index: number; backend: OpenedBackend }[]> {
+    const opened: { req: DeviceRequest; index: number; backend: OpenedBackend }[] = [];
+    const perKind = new Map<string, number>();
+    try {
+      for (const req of this.config.devices) {
+        const index = perKind.get(req.kind.kind) ?? 0;
+        perKind.set(req.kind.kind, index + 1);
+        opened.push({ req, index, backend: await req.kind.open(req.spec, { index, vmName: this.config.name, log: this.config.log }) });
+      }
+    } catch (e) {
+      for (const { backend } of opened) {
+        libc.close(backend.fd);
+        backend.release?.();
+      }
+      throw e;
+    }
+    return opened;
+  }
+
+  /** Starts a device's jailed process on its opened backend and puts it on the PCI bus. */
+  private async addDevice(req: DeviceRequest, index: number, backend: OpenedBackend): Promise<void> {
     const { config } = this;
     const kind = req.kind.kind;
     const name = `${kind}${index}`;
-    const backend: OpenedBackend = await req.kind.open(req.spec, { index, vmName: config.name, log: config.log });
     let dev: VirtioDeviceProcess;
     try {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
         memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe, ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
+        ...(this.launcher ? { launcher: this.launcher } : {}),
       });
     } catch (e) {
       libc.close(backend.fd);
@@ -159,12 +187,26 @@ export class Machine implements ControlTarget {
 
   async run(): Promise<MachineExit> {
     const { config } = this;
+    const opened = await this.openBackends();
+    if (config.sealCore) {
+      // Everything a device needs from the host is open: from here on devices start through the launcher.
+      this.launcher = DeviceLauncher.start({
+        jail: config.jail, seccomp: config.seccomp, removeOnExit: config.removeOnExit ?? [], ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
+        endOnExit: opened.flatMap(({ backend }) => (backend.helperPid ? [backend.helperPid] : [])),
+      }, config.log);
+    }
     try {
-      const perKind = new Map<string, number>();
-      for (const req of config.devices) {
-        const index = perKind.get(req.kind.kind) ?? 0;
-        perKind.set(req.kind.kind, index + 1);
-        await this.addDevice(req, index);
+      for (let i = 0; i < opened.length; i++) {
+        const { req, index, backend } = opened[i]!;
+        try {
+          await this.addDevice(req, index, backend);
+        } catch (e) {
+          for (const rest of opened.slice(i + 1)) {
+            libc.close(rest.backend.fd);
+            rest.backend.release?.();
+          }
+          throw e;
+        }
       }
     } catch (e) {
       await this.shutdownDevices();
@@ -186,6 +228,9 @@ export class Machine implements ControlTarget {
         boot: id === 0 ? bootState : undefined,
       })),
     );
+    // The vCPU threads have made their vCPUs (and loaded their code): the core seals itself.
+    await this.vcpus.ready;
+    if (config.sealCore) sealCore(config.seccomp, config.log);
     const first = await Promise.race([
       this.stopRequested,
       this.vcpus.firstExit.then((e): MachineExit =>

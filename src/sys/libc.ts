@@ -200,6 +200,13 @@ export function socketpair(): [number, number] {
   check('socketpair', socketpair_(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
   return [sv[0]!, sv[1]!];
 }
+const pipe2_ = libc.func('int pipe2(_Out_ int *fds, int flags)');
+/** A pipe, close-on-exec: [read end, write end]. */
+export function pipe(): [number, number] {
+  const fds = [0, 0];
+  check('pipe2', pipe2_(fds, O_CLOEXEC));
+  return [fds[0]!, fds[1]!];
+}
 /** Sets O_NONBLOCK on `fd` (shared by every holder of the same open file). */
 export function setNonBlocking(fd: number): void {
   const flags = fcntl(fd, F_GETFL);

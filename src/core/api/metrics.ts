@@ -5,6 +5,7 @@
 // buckets), which a client library's registry can only re-observe, not take
 // as they are; the format itself is a few lines.
 import fs from 'node:fs';
+import v8 from 'node:v8';
 import { LATENCY_BUCKETS_US, LATENCY_COUNT, LATENCY_SUM_US, latencyBucketName } from '../../ipc/latency.js';
 import type { DeviceInfo } from '../supervisor/device-process.js';
 
@@ -89,15 +90,29 @@ export function deviceFamilies(devices: DeviceSnapshot[]): MetricFamily[] {
   return [up, restarts, failed, requests, completions, inFlight, kicks, interrupts, bytes, errors, latency, stat];
 }
 
+/**
+ * /proc/self/smaps_rollup, opened while the core may still open files (the
+ * control API starts before the seal) and read again from offset 0 at each
+ * scrape: a sealed core can no longer open it.
+ */
+let smapsRollup = -1;
+export function openCoreMemoryFile(): void {
+  if (smapsRollup >= 0) return;
+  try {
+    smapsRollup = fs.openSync('/proc/self/smaps_rollup', 'r');
+  } catch {
+    // an old kernel: V8's heap only
+  }
+}
+
 /** The core process's own memory: resident, private (what it alone costs the host) and V8's heap. */
 export function coreMemoryFamily(): MetricFamily {
-  const samples: Sample[] = [{ labels: { type: 'rss' }, value: process.memoryUsage.rss() }, { labels: { type: 'heap_used' }, value: process.memoryUsage().heapUsed }];
-  try {
-    const rollup = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
-    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? 0);
-    samples.push({ labels: { type: 'private' }, value: (kb('Private_Clean') + kb('Private_Dirty')) * 1024 });
-  } catch {
-    // No smaps_rollup (an old kernel): rss and heap only.
+  const samples: Sample[] = [{ labels: { type: 'heap_used' }, value: v8.getHeapStatistics().used_heap_size }];
+  if (smapsRollup >= 0) {
+    const buf = Buffer.alloc(4096);
+    const text = buf.subarray(0, fs.readSync(smapsRollup, buf, 0, buf.length, 0)).toString('latin1');
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+    samples.push({ labels: { type: 'rss' }, value: kb('Rss') * 1024 }, { labels: { type: 'private' }, value: (kb('Private_Clean') + kb('Private_Dirty')) * 1024 });
   }
   return { name: 'splitvm_core_memory_bytes', type: 'gauge', help: 'Memory of the core process, by type.', samples };
 }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { RestartRefused, type DeviceInfo } from '../supervisor/device-process.js';
-import { coreMemoryFamily, deviceFamilies, render, type MetricFamily } from './metrics.js';
+import { coreMemoryFamily, deviceFamilies, openCoreMemoryFile, render, type MetricFamily } from './metrics.js';
 
 export type VmState = 'running' | 'paused' | 'stopping';
 
@@ -64,6 +64,7 @@ export async function startApiServer(path: string, target: ControlTarget, log: L
     if (!fs.lstatSync(path).isSocket()) throw new ApiSocketError(`--api-socket ${path} exists and is not a socket`);
     fs.unlinkSync(path); // a stale socket of an earlier run
   }
+  openCoreMemoryFile();
   const server = http.createServer((req, res) => {
     handle(req, target)
       .then(({ status, body, type, after }) => {
@@ -95,7 +96,11 @@ export async function startApiServer(path: string, target: ControlTarget, log: L
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-        fs.rmSync(path, { force: true });
+        try {
+          fs.rmSync(path, { force: true });
+        } catch {
+          // A sealed core may not remove files: its launcher does, once the core is gone.
+        }
       }),
   };
 }

@@ -24,6 +24,8 @@ export interface OpenedBackend {
   describe: Record<string, unknown>;
   /** Ends what the core started for this backend besides the fd (e.g. passt); called once at shutdown. */
   release?(): void;
+  /** The pid of what the core started (passt): a sealed core cannot signal it, its launcher ends it. */
+  helperPid?: number;
 }
 
 export interface OpenContext {

@@ -148,9 +148,14 @@ export const netKind: CoreDeviceKind<NetSpec> = {
     const { fd, passt } = startPasst(ctx);
     return {
       ...common, fd, options: { backend: 'passt', mac, mtu: DEFAULT_MTU, tapOffloads: 0 }, describe: { backend: 'passt', passtPid: passt.pid, mac },
+      helperPid: passt.pid,
       release: () => {
         stopped.add(passt);
-        passt.kill('SIGTERM');
+        try {
+          process.kill(passt.pid!, 'SIGTERM');
+        } catch {
+          // A sealed core may not signal: its launcher ends passt once the core is gone.
+        }
       },
     };
   },

@@ -14,7 +14,7 @@ import { ControlChannel, MAX_QUEUE_SIZE, type DeviceKind, type DeviceMessage, ty
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
 import * as libc from '../../sys/libc.js';
 import type { HostIds } from '../jail/identity.js';
-import { launchDevice, type DeviceExit, type DeviceProcess, type SeccompMode } from '../jail/launch.js';
+import { launchDevice, type DeviceExit, type DeviceProcess, type LaunchOptions, type SeccompMode } from '../jail/launch.js';
 import type { MemoryRegion } from '../memory.js';
 
 /** Guest RAM as a device maps it: one fd and where each region lies in it. */
@@ -80,6 +80,8 @@ export interface DeviceProcessOptions {
   describe?: Record<string, unknown>;
   /** The host uid and gid a jailed device runs as (identity.ts); default the core's own. */
   hostIds?: HostIds;
+  /** Starts device processes for a sealed core (launcher/client.ts); default: launchDevice here. */
+  launcher?: { launch(o: LaunchOptions): Promise<DeviceProcess> };
 }
 
 /** running: serving; restarting: a new process is starting; failed: its requests fail until the guest resets it; stopped: shut down. */
@@ -99,7 +101,7 @@ export interface DeviceInfo {
 /** A restart that cannot be done (no in-flight record, or shutting down): the reason is one sentence. */
 export class RestartRefused extends Error {}
 
-/** The real uid and gid of a process as the host sees them (null once it is gone). */
+/** The real uid and gid of a process as the host sees them (null when /proc cannot be read, e.g. from a sealed core). */
 function hostIds(pid: number): { uid: number | null; gid: number | null } {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -200,8 +202,14 @@ export class VirtioDeviceProcess implements DeviceLink {
     const { opts } = this;
     return {
       name: opts.name, kind: opts.kind, pid: this.proc.pid, state: this.state, restarts: this.restarts, backend: opts.describe ?? {},
-      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...hostIds(this.proc.pid) },
+      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...this.ids() },
     };
+  }
+
+  /** As the host sees them, or else as the process was started. */
+  private ids(): { uid: number | null; gid: number | null } {
+    const seen = hostIds(this.proc.pid);
+    return seen.uid === null ? { uid: this.proc.ids.uid, gid: this.proc.ids.gid } : seen;
   }
 
   /**
@@ -226,7 +234,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     for (let q = 0; q < opts.numQueues; q++) fds.push(this.kickFds[q]!, this.callFds[q]!);
     const inflight = this.inflight;
     if (inflight) fds.push(inflight.fd);
-    this.proc = await launchDevice({
+    this.proc = await (opts.launcher ? (o: LaunchOptions) => opts.launcher!.launch(o) : launchDevice)({
       name: opts.name,
       kind: opts.kind,
       config: { ...opts.extraConfig, ...(inflight ? { inflight: { size: inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },

@@ -38,6 +38,8 @@ export class VcpuSet {
   private stopping = false;
   /** Resolves with the first vCPU exit that ends the VM. */
   readonly firstExit: Promise<VcpuExit>;
+  /** Resolves once every vCPU thread has made its vCPU and is about to run it (or has ended). */
+  ready: Promise<void> = Promise.resolve();
   private resolveFirst!: (e: VcpuExit) => void;
 
   constructor(
@@ -55,7 +57,10 @@ export class VcpuSet {
   }
 
   start(inits: Omit<VcpuInit, 'channel'>[]): void {
+    const readies: Promise<void>[] = [];
     for (const init of inits) {
+      let isReady!: () => void;
+      readies.push(new Promise((r) => (isReady = r)));
       const channel = createChannel();
       const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
       let finish!: (e: VcpuExit) => void;
@@ -63,11 +68,13 @@ export class VcpuSet {
       /** Any exit but a requested stop ends the VM. */
       const end = (exit: VcpuExit) => {
         if (exit.reason !== 'stopped') this.resolveFirst(exit);
+        isReady();
         running.ended = true;
         finish(exit);
       };
       worker.on('message', (m: VcpuMessage) => {
         if (m.type === 'ready') {
+          isReady();
           running.tid = m.tid;
           running.runExit = new DataView(libc.view(m.runAddr, RUN.exit));
           if (this.stopping) this.kick(running);
@@ -80,11 +87,13 @@ export class VcpuSet {
       worker.on('error', (e) => end({ id: init.id, reason: 'error', message: `vCPU ${init.id} thread failed: ${e.message}`, fixups: 0 }));
       worker.on('exit', () => {
         running.ended = true;
+        isReady();
         finish({ id: init.id, reason: 'stopped', fixups: 0 });
       });
       this.vcpus.push(running);
       void this.serve(channel);
     }
+    this.ready = Promise.all(readies).then(() => undefined);
   }
 
   /** Answers the worker's exits until the VM stops. */

@@ -19,6 +19,8 @@ import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
 import { deviceIdentity, IdentityError, type HostIds } from '../jail/identity.js';
+import { DeviceLauncher } from '../launcher/client.js';
+import { sealCore } from '../seal.js';
 import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
 
 export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]
@@ -28,6 +30,7 @@ blk and net serve the device to one vhost-user frontend at a time on the UNIX so
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
   --api-socket PATH  serve the control API on PATH (see splitvm ctl --help)
   --uid N, --gid N   the host ids the device process runs as when started as root (default 65534)
+  --no-jail-core     do not seal this process (no seccomp filter, no launcher): for debugging only
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
 const KINDS: Record<string, CoreDeviceKind<unknown>> = { blk: blkKind as CoreDeviceKind<unknown>, net: netKind as CoreDeviceKind<unknown> };
@@ -42,6 +45,8 @@ export interface VhostUserArgs {
   logLevel: string;
   apiSocket?: string;
   hostIds?: HostIds;
+  /** Leave this process unsealed (--no-jail-core). */
+  noJailCore?: boolean;
 }
 
 export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs {
@@ -51,11 +56,12 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
   try {
     parsed = parseArgs({
       args: argv, strict: true, allowPositionals: false,
-      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
+      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' }, 'no-jail-core': { type: 'boolean' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
     });
   } catch (e) {
     throw new VhostUserUsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
   }
+  const noJailCore = parsed.values['no-jail-core'] === true;
   const v = parsed.values as Record<string, string | undefined>;
   if (!v.socket) throw new VhostUserUsageError(`splitvm device ${verb} needs --socket PATH`);
   const value = v[kind.flag];
@@ -78,7 +84,7 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
     if (e instanceof IdentityError) throw new VhostUserUsageError(e.message);
     throw e;
   }
-  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}) };
+  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}), ...(noJailCore ? { noJailCore } : {}) };
 }
 
 /** Starts the device once on a one-page scratch memory to learn its hello (features, queues, config). */
@@ -110,7 +116,6 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
     }
     listenFd = listenUnix(args.socket);
     fs.chmodSync(args.socket, 0o600);
-    log.info({ socket: args.socket, kind: args.kind.kind, ...backend.describe, features: hello.deviceFeatures }, 'waiting for a vhost-user frontend');
     let session: VhostUserSession | null = null;
     let state: VmState = 'running';
     let requestStop!: () => void;
@@ -155,12 +160,22 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
     };
     let api: ApiServer | null = null;
     if (args.apiSocket) api = await startApiServer(args.apiSocket, target, log);
+    let launcher: DeviceLauncher | undefined;
+    if (args.noJailCore) {
+      process.stderr.write('splitvm: WARNING: --no-jail-core: this process, which parses what the frontend sends, runs unsealed (no seccomp filter); for debugging only\n');
+    } else {
+      // Everything is open: from here on this process only serves, and devices start through the launcher.
+      const removeOnExit = [args.socket, ...(args.apiSocket ? [args.apiSocket] : [])];
+      launcher = DeviceLauncher.start({ jail: true, seccomp: args.seccomp, removeOnExit, endOnExit: backend.helperPid ? [backend.helperPid] : [], ...(args.hostIds ? { hostIds: args.hostIds } : {}) }, log);
+      sealCore(args.seccomp, log);
+    }
+    log.info({ socket: args.socket, kind: args.kind.kind, ...backend.describe, features: hello.deviceFeatures, sealed: !args.noJailCore }, 'waiting for a vhost-user frontend');
     const accept = (): void => {
       if (session) return;
       const fd = acceptUnix(listenFd);
       if (fd < 0) return void watcher.want(POLLIN);
       log.info('vhost-user frontend connected');
-      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused', ...(args.hostIds ? { hostIds: args.hostIds } : {}) });
+      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused', ...(args.hostIds ? { hostIds: args.hostIds } : {}), ...(launcher ? { launcher } : {}) });
       void session.done.then(() => {
         session = null;
         accept();
@@ -178,9 +193,18 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
   } finally {
     if (listenFd >= 0) {
       libc.close(listenFd);
-      fs.rmSync(args.socket, { force: true });
+      removeSocket(args.socket);
     }
     libc.close(backend.fd);
     backend.release?.();
+  }
+}
+
+/** Removes a socket file, if this process still may (a sealed one may not: its launcher does, once it is gone). */
+function removeSocket(p: string): void {
+  try {
+    fs.rmSync(p, { force: true });
+  } catch {
+    // sealed: left to the launcher
   }
 }

@@ -28,6 +28,7 @@ import type { OpenedBackend } from '../kinds/kind.js';
 import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HostIds } from '../jail/identity.js';
+import type { DeviceLauncher } from '../launcher/client.js';
 import * as P from './protocol.js';
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
 import { ringSizes } from '../../devices/virtio/queue.js';
@@ -57,6 +58,8 @@ export interface SessionOptions {
   paused?: () => boolean;
   /** The host uid and gid device processes run as (jail/identity.ts). */
   hostIds?: HostIds;
+  /** Starts device processes once this process is sealed. */
+  launcher?: DeviceLauncher;
 }
 
 const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG) | (1 << P.Proto.INFLIGHT_SHMFD);
@@ -396,7 +399,7 @@ export class VhostUserSession {
     const device = await VirtioDeviceProcess.start({
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: libc.dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
-      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe, ...(o.hostIds ? { hostIds: o.hostIds } : {}),
+      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe, ...(o.hostIds ? { hostIds: o.hostIds } : {}), ...(o.launcher ? { launcher: o.launcher } : {}),
       // With an in-flight record a device that dies is restarted by the supervisor on the same
       // rings (within its budget): what it had taken and not completed is taken again.
       ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'resume' as const } : {}),

@@ -1,0 +1,34 @@
+// Sealing the core once it is set up: everything it needs to open or create
+// is open (KVM, guest memory, backends, sockets, the launcher), so it
+// installs policies/core.policy on all its threads (seccomp with TSYNC,
+// no_new_privs) and makes itself non-dumpable (no ptrace or /proc/PID/mem
+// by a process of the same uid, such as a device). From then on starting a
+// device is the launcher's business. --seccomp=log|off apply here as to the
+// devices; `--no-jail-core` skips the seal, for debugging, and says so loudly.
+import type { Logger } from 'pino';
+import { loadFilter } from '../devices/seccomp/compile.js';
+import { readPolicy } from '../devices/seccomp/index.js';
+import { prctl } from '../sys/libc.js';
+import type { SeccompMode } from './jail/launch.js';
+import * as k from './kvm/ioctls.js';
+
+const PR_SET_DUMPABLE = 4;
+
+/** The KVM requests a running VM makes (policies/core.policy names them; their numbers come from ioctls.ts). */
+const KVM_REQUESTS = {
+  KVM_RUN: k.KVM_RUN, KVM_GET_REGS: k.KVM_GET_REGS, KVM_SET_REGS: k.KVM_SET_REGS, KVM_GET_SREGS: k.KVM_GET_SREGS, KVM_SET_SREGS: k.KVM_SET_SREGS,
+  KVM_TRANSLATE: k.KVM_TRANSLATE, KVM_GET_VCPU_EVENTS: k.KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS: k.KVM_SET_VCPU_EVENTS,
+  KVM_IRQ_LINE: k.KVM_IRQ_LINE, KVM_SIGNAL_MSI: k.KVM_SIGNAL_MSI, KVM_IOEVENTFD: k.KVM_IOEVENTFD, KVM_IRQFD: k.KVM_IRQFD,
+  KVM_SET_GSI_ROUTING: k.KVM_SET_GSI_ROUTING, KVM_GET_CLOCK: k.KVM_GET_CLOCK, KVM_SET_CLOCK: k.KVM_SET_CLOCK,
+};
+
+export function sealCore(mode: SeccompMode, log: Logger): void {
+  prctl(PR_SET_DUMPABLE, 0);
+  if (mode === 'off') {
+    process.stderr.write('splitvm: WARNING: --seccomp=off: the core itself runs WITHOUT a system-call filter\n');
+    return;
+  }
+  const rules = readPolicy('core', KVM_REQUESTS);
+  loadFilter(rules, mode === 'log' ? 'log' : 'kill');
+  log.info({ seccomp: mode }, 'core sealed: seccomp policy installed');
+}
