@@ -33,8 +33,8 @@ export const USAGE = `usage: splitvm run [options]
   --cpus N           number of vCPUs, 1 to ${MPTABLE_MAX_CPUS} (default 1)
 ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
   --name NAME        the VM's name, in logs and in its devices' default MAC addresses (default splitvm)
-  --seccomp MODE     device processes' seccomp policy: enforce (default), log (only log
-                     what the policy forbids, for writing policies) or off (no filter)
+  --seccomp MODE     the seccomp policy of device processes and of the sealed core: enforce
+                     (default), log (only log what it forbids, for writing policies) or off
   --uid N, --gid N   the host ids device processes run as when splitvm runs as root
                      (default 65534, nobody; one pair per VM keeps tenants apart)
   --no-jail-core     do not seal the core (no seccomp filter on it, no launcher): for debugging only
