@@ -248,6 +248,7 @@ export class Machine implements ControlTarget {
   private async shutdownDevices(): Promise<void> {
     await Promise.all(this.devices.map((d) => d.shutdown()));
     for (const release of this.releases.splice(0)) release();
+    await this.launcher?.close(); // it ends passt and removes the sockets a sealed core may not
   }
 
   /** Asks the machine to stop: the vCPUs end and the devices shut down cleanly. */

@@ -28,6 +28,8 @@ export class DeviceLauncher {
   private readonly waiting = new Map<number, (r: LauncherReply) => void>();
   private readonly running = new Map<number, Running>();
   private gone = false;
+  private readonly closed: Promise<void>;
+  private onClosed!: () => void;
 
   private constructor(
     private readonly fd: number,
@@ -35,6 +37,7 @@ export class DeviceLauncher {
     readonly pid: number,
     private readonly log: Logger,
   ) {
+    this.closed = new Promise((resolve) => (this.onClosed = resolve));
     const frames = new FrameReader();
     socket.on('data', (chunk: Buffer) => {
       for (const body of frames.push(chunk)) this.onReply(parseReply(body));
@@ -72,6 +75,7 @@ export class DeviceLauncher {
   }
 
   private onGone(): void {
+    this.onClosed();
     if (this.gone) return;
     this.gone = true;
     this.log.error('the device launcher is gone: no device can be started any more');
@@ -89,6 +93,24 @@ export class DeviceLauncher {
     frame.set(body, 4);
     const n = sendWithFds(this.fd, frame, fds);
     if (n !== frame.length) throw new LaunchError(`cannot reach the device launcher (${n < 0 ? libc.errnoName(-n) : 'short write'})`);
+  }
+
+  /**
+   * The core stops cleanly: the launcher ends what is left, removes the
+   * core's sockets, ends passt and exits; resolves once it has (at most 2 s).
+   */
+  async close(): Promise<void> {
+    if (this.gone) return;
+    this.gone = true; // its exit is expected now, not an error
+    this.socket.ref();
+    try {
+      this.send({ t: 'exit' });
+    } catch {
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]);
+    clearTimeout(timer);
   }
 
   /** Starts a device process as launchDevice would, through the launcher. */

@@ -97,6 +97,7 @@ function handle(bytes: Uint8Array): void {
     return;
   }
   if (r.t === 'fds') return;
+  if (r.t === 'exit') return shutdown();
   if (r.t === 'kill') return devices.get(r.id)?.kill();
   void launch(r, received.splice(0));
 }

@@ -40,7 +40,9 @@ export interface LaunchRequest {
   entry?: string;
 }
 export interface KillRequest { t: 'kill'; id: number }
-export type LauncherRequest = FdsRequest | LaunchRequest | KillRequest;
+/** The core stops cleanly: end what is left, remove the files, exit (the channel's close is the answer). */
+export interface ExitRequest { t: 'exit' }
+export type LauncherRequest = FdsRequest | LaunchRequest | KillRequest | ExitRequest;
 
 // ---- launcher → core ----
 /** The device runs: its host pid, and the host ids it runs as. */
@@ -77,6 +79,8 @@ export function parseRequest(bytes: Uint8Array): LauncherRequest {
   switch (m.t) {
     case 'fds':
       return { t: 'fds' };
+    case 'exit':
+      return { t: 'exit' };
     case 'kill':
       if (!isId(m.id)) throw new LauncherProtocolError('kill: bad id');
       return { t: 'kill', id: m.id };

@@ -189,6 +189,7 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
     const s = session as VhostUserSession | null;
     if (s) await s.close('shutting down');
     await api?.close();
+    await launcher?.close(); // it removes the sockets this sealed process may not
     return 0;
   } finally {
     if (listenFd >= 0) {

@@ -9,10 +9,11 @@ const pack = (m: unknown): Uint8Array => new Packr({ useRecords: false }).pack(m
 const launch = { t: 'launch', id: 1, name: 'blk0', kind: 'blk', config: { blk: {} }, control: 0, log: 1, fdMap: [2, 3, -1] };
 
 describe('launcher protocol', () => {
-  it('takes a well-formed launch, fds and kill', () => {
+  it('takes a well-formed launch, fds, kill and exit', () => {
     assert.deepEqual(parseRequest(encode(launch as never)), launch);
     assert.deepEqual(parseRequest(encode({ t: 'fds' })), { t: 'fds' });
     assert.deepEqual(parseRequest(encode({ t: 'kill', id: 7 })), { t: 'kill', id: 7 });
+    assert.deepEqual(parseRequest(encode({ t: 'exit' })), { t: 'exit' });
   });
 
   it('drops fields it does not know: a request cannot say how the device is confined', () => {
