@@ -230,7 +230,7 @@ export class Machine implements ControlTarget {
     );
     // The vCPU threads have made their vCPUs (and loaded their code): the core seals itself.
     await this.vcpus.ready;
-    if (config.sealCore) sealCore(config.seccomp, config.log);
+    if (config.sealCore) sealCore(config.seccomp, config.log, config.deviceIds);
     const first = await Promise.race([
       this.stopRequested,
       this.vcpus.firstExit.then((e): MachineExit =>

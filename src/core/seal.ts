@@ -1,14 +1,16 @@
 // Sealing the core once it is set up: everything it needs to open or create
 // is open (KVM, guest memory, backends, sockets, the launcher), so it
-// installs policies/core.policy on all its threads (seccomp with TSYNC,
-// no_new_privs) and makes itself non-dumpable (no ptrace or /proc/PID/mem
-// by a process of the same uid, such as a device). From then on starting a
+// drops to an unprivileged uid and gid if it runs as root (the ids its
+// devices get), installs policies/core.policy on all its threads (seccomp
+// with TSYNC, no_new_privs) and makes itself non-dumpable (no ptrace or
+// /proc/PID/mem by a process of the same uid, such as a device). From then on starting a
 // device is the launcher's business. --seccomp=log|off apply here as to the
 // devices; `--no-jail-core` skips the seal, for debugging, and says so loudly.
 import type { Logger } from 'pino';
 import { loadFilter } from '../devices/seccomp/compile.js';
 import { readPolicy } from '../devices/seccomp/index.js';
 import { prctl } from '../sys/libc.js';
+import type { HostIds } from './jail/identity.js';
 import type { SeccompMode } from './jail/launch.js';
 import * as k from './kvm/ioctls.js';
 
@@ -22,7 +24,13 @@ const KVM_REQUESTS = {
   KVM_SET_GSI_ROUTING: k.KVM_SET_GSI_ROUTING, KVM_GET_CLOCK: k.KVM_GET_CLOCK, KVM_SET_CLOCK: k.KVM_SET_CLOCK,
 };
 
-export function sealCore(mode: SeccompMode, log: Logger): void {
+export function sealCore(mode: SeccompMode, log: Logger, ids?: HostIds): void {
+  if (ids && process.getuid!() === 0) {
+    // glibc applies these to every thread of the process (the vCPU threads, kicked out of KVM_RUN, go back in).
+    process.setgroups!([]);
+    process.setgid!(ids.gid);
+    process.setuid!(ids.uid);
+  }
   prctl(PR_SET_DUMPABLE, 0);
   if (mode === 'off') {
     process.stderr.write('splitvm: WARNING: --seccomp=off: the core itself runs WITHOUT a system-call filter\n');
@@ -30,5 +38,5 @@ export function sealCore(mode: SeccompMode, log: Logger): void {
   }
   const rules = readPolicy('core', KVM_REQUESTS);
   loadFilter(rules, mode === 'log' ? 'log' : 'kill');
-  log.info({ seccomp: mode }, 'core sealed: seccomp policy installed');
+  log.info({ seccomp: mode, uid: process.getuid!(), gid: process.getgid!() }, 'core sealed: seccomp policy installed');
 }

@@ -57,7 +57,7 @@ describe('core seal: splitvm device blk --socket', function () {
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('runs sealed on every thread (Seccomp 2, NoNewPrivs 1, not dumpable) and serves I/O through a device its launcher started', async () => {
+  it('runs sealed on every thread (Seccomp 2, NoNewPrivs 1, an unprivileged uid, not dumpable) and serves I/O through a device its launcher started', async () => {
     const sock = path.join(dir, 'blk.sock');
     const dev = await startDevice(['blk', '--socket', sock, '--disk', path.join(dir, 'disk.img'), '--api-socket', path.join(dir, 'api.sock')]);
     try {
@@ -67,6 +67,8 @@ describe('core seal: splitvm device blk --socket', function () {
       const tasks = fs.readdirSync(`/proc/${pid}/task`);
       assert.ok(tasks.length > 3, `threads: ${tasks.length}`);
       for (const tid of tasks) assert.equal(status(`${pid}/task/${tid}`, 'Seccomp'), '2', `thread ${tid}`);
+      // Started as root, it drops to the devices' ids (--uid/--gid, default nobody) before it seals.
+      assert.match(status(pid, 'Uid'), process.getuid!() === 0 ? /^65534\s+65534\s+65534\s+65534$/ : new RegExp(`^${process.getuid!()}\\s`));
       assert.equal(fs.statSync(`/proc/${pid}/status`).uid, 0, 'not dumpable: its /proc files belong to root');
 
       const f = await VhostUserFrontend.connect(sock);

@@ -167,7 +167,7 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
       // Everything is open: from here on this process only serves, and devices start through the launcher.
       const removeOnExit = [args.socket, ...(args.apiSocket ? [args.apiSocket] : [])];
       launcher = DeviceLauncher.start({ jail: true, seccomp: args.seccomp, removeOnExit, endOnExit: backend.helperPid ? [backend.helperPid] : [], ...(args.hostIds ? { hostIds: args.hostIds } : {}) }, log);
-      sealCore(args.seccomp, log);
+      sealCore(args.seccomp, log, args.hostIds);
     }
     log.info({ socket: args.socket, kind: args.kind.kind, ...backend.describe, features: hello.deviceFeatures, sealed: !args.noJailCore }, 'waiting for a vhost-user frontend');
     const accept = (): void => {
