@@ -18,6 +18,27 @@ import { api as callApi, metric } from '../helpers/api-client.js';
 const MiB = 1024 * 1024;
 const explain = (r: QemuGuestResult): string => `exit ${r.exitCode}, status ${r.status}${r.timedOut ? ' (timed out)' : ''}; console:\n${r.console.slice(-4000)}`;
 
+/** fio in the guest writes 48 MiB of 4 KiB blocks at random at depth 16 on /dev/vda, then reads each back and verifies it. */
+const fioVerify48M = (socket: string): Promise<QemuGuestResult> =>
+  runQemuGuest({
+    withFio: true,
+    blk: { socket },
+    timeoutMs: 120000,
+    commands:
+      'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=48M --iodepth=16 --ioengine=libaio' +
+      ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
+      'cat /tmp/fio.json\n',
+  });
+
+/** fioVerify48M's run ended well: exit 0, no fio error, every block read back, no I/O error in the guest's log. */
+function assertFioVerified48M(r: QemuGuestResult): void {
+  assert.equal(r.exitCode, 0, explain(r));
+  const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; read: { io_kbytes: number } }[] };
+  assert.equal(report.jobs[0]!.error, 0);
+  assert.equal(report.jobs[0]!.read.io_kbytes, 48 * 1024, 'every block read back and verified');
+  assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
+}
+
 describe('guest userspace over vhost-user: splitvm blk device processes', function () {
   this.timeout(180000);
   let dir: string;
@@ -117,15 +138,7 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
         }
       }
     }, 1500);
-    r = await runQemuGuest({
-      withFio: true,
-      blk: { socket: join(dir, 'blk.sock') },
-      timeoutMs: 120000,
-      commands:
-        'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=48M --iodepth=16 --ioengine=libaio' +
-        ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
-        'cat /tmp/fio.json\n',
-    });
+    r = await fioVerify48M(join(dir, 'blk.sock'));
     clearInterval(killer);
   });
 
@@ -135,10 +148,7 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
   });
 
   it('fio writes and verifies 48 MiB with no error and the guest exits 0', function () {
-    assert.equal(r.exitCode, 0, explain(r));
-    const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; write: { io_kbytes: number }; read: { io_kbytes: number } }[] };
-    assert.equal(report.jobs[0]!.error, 0);
-    assert.equal(report.jobs[0]!.read.io_kbytes, 48 * 1024, 'every block read back and verified');
+    assertFioVerified48M(r);
   });
 
   // Whether a kill catches requests in flight depends on timing (the device is far faster than
@@ -147,7 +157,6 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
     assert.ok(killed.length >= 2, `killed ${killed.length}`);
     const restarts = logRecords(device.log()).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('device blk0 restarted after it died'));
     assert.ok(restarts.length >= 2, device.log().slice(-3000));
-    assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
   });
 });
 
@@ -194,15 +203,7 @@ describe('guest userspace over vhost-user: an operator restarts and pauses the b
       busy = true;
       void steps.shift()!().finally(() => (busy = false));
     }, 1500);
-    r = await runQemuGuest({
-      withFio: true,
-      blk: { socket: join(dir, 'blk.sock') },
-      timeoutMs: 120000,
-      commands:
-        'fio --name=v --filename=/dev/vda --rw=randwrite --bs=4k --size=48M --iodepth=16 --ioengine=libaio' +
-        ' --direct=1 --verify=crc32c --verify_fatal=1 --output-format=json --output=/tmp/fio.json\n' +
-        'cat /tmp/fio.json\n',
-    });
+    r = await fioVerify48M(join(dir, 'blk.sock'));
     clearInterval(operator);
   });
 
@@ -212,11 +213,7 @@ describe('guest userspace over vhost-user: an operator restarts and pauses the b
   });
 
   it('fio writes and verifies 48 MiB with no error and the guest exits 0', function () {
-    assert.equal(r.exitCode, 0, explain(r));
-    const report = JSON.parse(r.output.slice(r.output.indexOf('{'), r.output.lastIndexOf('}') + 1)) as { jobs: { error: number; read: { io_kbytes: number } }[] };
-    assert.equal(report.jobs[0]!.error, 0);
-    assert.equal(report.jobs[0]!.read.io_kbytes, 48 * 1024, 'every block read back and verified');
-    assert.doesNotMatch(r.console, /I\/O error|blk_update_request|Buffer I\/O error/);
+    assertFioVerified48M(r);
   });
 
   it('each restart answered 200 with a new device process, paused and resumed with 200, and /metrics counts the restarts', function () {
