@@ -27,7 +27,7 @@ import { KvmTransportHost } from './virtio/transport-host.js';
 import type { VcpuBootState } from './vcpu/protocol.js';
 import { VcpuSet } from './vcpu/vcpu-set.js';
 import { DeviceLauncher } from './launcher/client.js';
-import { sealCore } from './seal.js';
+import { sealCore } from './jail/seal.js';
 import type { ControlTarget, VmState } from './api/server.js';
 import type { MetricFamily } from './api/metrics.js';
 

@@ -1,4 +1,4 @@
-// The core's own seal (src/core/seal.ts, policies/core.policy) and its
+// The core's own seal (src/core/jail/seal.ts, policies/core.policy) and its
 // launcher (src/core/launcher/): a process that seals itself as the core
 // does keeps running JIT-compiled code and its threads, fails to open a path
 // cleanly (EACCES), and dies by SIGSYS on a forbidden call from its main

@@ -20,7 +20,7 @@ import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
 import { deviceIdentity, IdentityError, type HostIds } from '../jail/identity.js';
 import { DeviceLauncher } from '../launcher/client.js';
-import { sealCore } from '../seal.js';
+import { sealCore } from '../jail/seal.js';
 import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
 
 export const VHOST_USER_USAGE = `usage: splitvm device blk --socket PATH --disk IMG[,ro][,serial=S][,queues=N] [options]

@@ -7,12 +7,12 @@
 // device is the launcher's business. --seccomp=log|off apply here as to the
 // devices; `--no-jail-core` skips the seal, for debugging, and says so loudly.
 import type { Logger } from 'pino';
-import { loadFilter } from '../devices/seccomp/compile.js';
-import { readPolicy } from '../devices/seccomp/index.js';
-import { prctl } from '../sys/libc.js';
-import type { HostIds } from './jail/identity.js';
-import type { SeccompMode } from './jail/launch.js';
-import * as k from './kvm/ioctls.js';
+import { loadFilter } from '../../devices/seccomp/compile.js';
+import { readPolicy } from '../../devices/seccomp/index.js';
+import { prctl } from '../../sys/libc.js';
+import type { HostIds } from './identity.js';
+import type { SeccompMode } from './launch.js';
+import * as k from '../kvm/ioctls.js';
 
 const PR_SET_DUMPABLE = 4;
 
