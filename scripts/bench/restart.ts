@@ -9,6 +9,8 @@
 //     POST /devices/NAME/restart runs), to the first completion after it.
 //   through restarts: requests per second over 6 s with an operator restart
 //     every 1.5 s, against 6 s without, alternated twice in one run.
+// Each first as `splitvm run` does by default (the new process is started
+// at the death), then with a spare process waiting (--spare-devices).
 //   npm run bench -- restart [--json]
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,14 +42,14 @@ interface Rig {
   stop(): Promise<void>;
 }
 
-async function startRig(dir: string): Promise<Rig> {
+async function startRig(dir: string, spare: boolean): Promise<Rig> {
   const image = path.join(dir, 'disk.img');
   fs.writeFileSync(image, Buffer.alloc(IMAGE_BYTES, 0x5a));
   const memory = GuestMemory.create(32 * MiB);
   const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'bench', log: pino({ level: 'silent' }) });
   const dev = await VirtioDeviceProcess.start({
     name: 'blk0', kind: 'blk', numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-    memory, jail: true, seccomp: 'enforce', logLevel: 'error', log: pino({ level: 'silent' }), writeLog: () => {}, replacement: 'resume',
+    memory, jail: true, seccomp: 'enforce', logLevel: 'error', log: pino({ level: 'silent' }), writeLog: () => {}, replacement: 'resume', spare,
   });
   const view = DeviceView.map(memory.fd, memory.regions);
   const dm = new DriverMemory(view, [{ gpa: 0, size: 16 * MiB, offset: 0 }, { gpa: 16 * MiB, size: 16 * MiB, offset: 16 * MiB }]);
@@ -99,32 +101,47 @@ async function timeToServed(rig: Rig, how: 'kill' | 'restart'): Promise<number> 
   return rig.completions[seen]! - t0;
 }
 
-export async function run(): Promise<Figures> {
-  const dir = makeTempDir('splitvm-bench-restart-');
-  let rig: Rig | null = null;
+interface Measured {
+  deaths: number[];
+  requested: number[];
+  steady: number;
+  through: number;
+  windowRestarts: number;
+  completions: number;
+}
+
+/** Waits until a spare process is ready (a death right after another must not race the spare's own start). */
+async function spareReady(r: Rig): Promise<void> {
+  for (let i = 0; r.dev.info().spare === null; i++) {
+    if (i > 1000) throw new BenchError('no spare device process within 10 s');
+    await sleep(10);
+  }
+}
+
+async function measure(dir: string, spare: boolean): Promise<Measured> {
+  const r = await startRig(dir, spare);
   try {
-    rig = await startRig(dir);
-    const r = rig;
     let stop = false;
     const running = load(r, () => stop);
     await sleep(500);
+    const settle = async () => (spare ? spareReady(r) : sleep(300));
     const deaths: number[] = [];
     for (let i = 0; i < 5; i++) {
+      await settle();
       deaths.push(await timeToServed(r, 'kill'));
-      await sleep(300);
     }
     // The restart budget counts deaths in a minute; the operator's restarts are not counted.
     const requested: number[] = [];
     for (let i = 0; i < 3; i++) {
+      await settle();
       requested.push(await timeToServed(r, 'restart'));
-      await sleep(300);
     }
-    const windowRate = async (kills: boolean): Promise<number> => {
+    const windowRate = async (restarts: boolean): Promise<number> => {
       const start = performance.now();
       const before = r.completions.length;
       let next = start + 1500;
       while (performance.now() - start < 6000) {
-        if (kills && performance.now() >= next) {
+        if (restarts && performance.now() >= next) {
           await r.dev.restart();
           next += 1500;
         }
@@ -140,36 +157,48 @@ export async function run(): Promise<Figures> {
       steadyRates.push(await windowRate(false));
       throughRates.push(await windowRate(true));
     }
-    const windowRestarts = r.dev.restarts - restartsBefore;
-    const steady = median(steadyRates);
-    const through = median(throughRates);
     stop = true;
     await running;
     if (r.errors > 0) throw new BenchError(`${r.errors} requests failed across the restarts`);
+    return { deaths, requested, steady: median(steadyRates), through: median(throughRates), windowRestarts: r.dev.restarts - restartsBefore, completions: r.completions.length };
+  } finally {
+    await r.stop();
+  }
+}
 
+export async function run(): Promise<Figures> {
+  const dir = makeTempDir('splitvm-bench-restart-');
+  try {
+    const plain = await measure(dir, false);
+    const spared = await measure(dir, true);
+    const stats = (xs: number[]) => [round(median(xs), 1)!, round(Math.min(...xs), 1)!, round(Math.max(...xs), 1)!];
     printTable(
-      ['case', 'median', 'min', 'max'],
+      ['ms, until a request completes from the new process', 'median', 'min', 'max'],
       [
-        ['death (SIGKILL) → first completion from the successor, ms', round(median(deaths), 1)!, round(Math.min(...deaths), 1)!, round(Math.max(...deaths), 1)!],
-        ['operator restart → first completion after it, ms', round(median(requested), 1)!, round(Math.min(...requested), 1)!, round(Math.max(...requested), 1)!],
+        ['death (SIGKILL), a process started then', ...stats(plain.deaths)],
+        ['death (SIGKILL), the spare takes over (--spare-devices)', ...stats(spared.deaths)],
+        ['operator restart, a process started then', ...stats(plain.requested)],
+        ['operator restart, the spare takes over', ...stats(spared.requested)],
       ],
     );
     say();
     printTable(
-      ['4 KiB random reads, depth 8, 6 s', 'requests/s'],
+      ['4 KiB random reads, depth 8, 6 s windows', 'requests/s', 'ratio'],
       [
-        ['no restart', Math.round(steady)],
-        [`a restart every 1.5 s (${windowRestarts} in all)`, Math.round(through)],
-        ['ratio', round(through / steady, 2)!],
+        ['no restart', Math.round(plain.steady), 1],
+        [`a restart every 1.5 s (${plain.windowRestarts} in all)`, Math.round(plain.through), round(plain.through / plain.steady, 2)!],
+        ['no restart, with a spare', Math.round(spared.steady), 1],
+        [`a restart every 1.5 s, the spare taking over (${spared.windowRestarts})`, Math.round(spared.through), round(spared.through / spared.steady, 2)!],
       ],
     );
-    say(`(no request failed or was lost: ${r.completions.length} completions, 0 errors)`);
+    say(`(no request failed or was lost: ${plain.completions + spared.completions} completions, 0 errors)`);
     return {
-      deathToServedMs: round(median(deaths), 1), deathToServedMaxMs: round(Math.max(...deaths), 1), restartToServedMs: round(median(requested), 1),
-      rpsSteady: Math.round(steady), rpsThroughRestarts: Math.round(through), ratio: round(through / steady, 3),
+      deathToServedMs: round(median(plain.deaths), 1), deathToServedMaxMs: round(Math.max(...plain.deaths), 1), restartToServedMs: round(median(plain.requested), 1),
+      spareDeathToServedMs: round(median(spared.deaths), 1), spareDeathToServedMaxMs: round(Math.max(...spared.deaths), 1),
+      rpsSteady: Math.round(plain.steady), rpsThroughRestarts: Math.round(plain.through), ratio: round(plain.through / plain.steady, 3),
+      ratioWithSpare: round(spared.through / spared.steady, 3),
     };
   } finally {
-    await rig?.stop();
     removeTempDir(dir);
   }
 }

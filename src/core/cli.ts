@@ -37,6 +37,8 @@ ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
                      (default), log (only log what it forbids, for writing policies) or off
   --uid N, --gid N   the host ids device processes run as when splitvm runs as root
                      (default 65534, nobody; one pair per VM keeps tenants apart)
+  --spare-devices    keep a spare process per device, ready to take its queues over the moment
+                     the serving one dies (a restart in milliseconds; one more process's memory)
   --no-jail-core     do not seal the core (no seccomp filter on it, no launcher): for debugging only
   --api-socket PATH  serve the control API (HTTP, JSON) on the UNIX socket PATH, mode 0600;
                      steer it with splitvm ctl PATH VERB or curl --unix-socket PATH
@@ -70,6 +72,7 @@ export interface RunOptions {
   apiSocket?: string;
   deviceIds?: HostIds;
   noJailCore?: boolean;
+  spareDevices?: boolean;
 }
 
 function positiveInt(flag: string, value: string, min: number, max: number): number {
@@ -101,6 +104,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         uid: { type: 'string' },
         gid: { type: 'string' },
         'no-jail-core': { type: 'boolean' },
+        'spare-devices': { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -147,6 +151,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}),
     ...(deviceIds ? { deviceIds } : {}),
     ...(v['no-jail-core'] ? { noJailCore: true } : {}),
+    ...(v['spare-devices'] ? { spareDevices: true } : {}),
   };
 }
 
@@ -224,7 +229,7 @@ export async function run(opts: RunOptions): Promise<number> {
   try {
     machine = Machine.create({
       kernel, initrd, cmdline, memBytes, cpus: opts.cpus, devices: opts.devices, name: opts.name, seccomp: opts.seccomp, jail: true, ...(opts.deviceIds ? { deviceIds: opts.deviceIds } : {}),
-      sealCore: !opts.noJailCore, ...(opts.apiSocket ? { removeOnExit: [opts.apiSocket] } : {}),
+      sealCore: !opts.noJailCore, spareDevices: opts.spareDevices === true, ...(opts.apiSocket ? { removeOnExit: [opts.apiSocket] } : {}),
       serialOutput: console_.writeByte, log,
     });
   } catch (e) {

@@ -48,6 +48,8 @@ export interface MachineConfig {
   deviceIds?: HostIds;
   /** Seal the core once set up (seal.ts), devices then starting through a launcher; false only for debugging. */
   sealCore: boolean;
+  /** Keep a spare process per device for restarts in milliseconds (DeviceProcessOptions.spare). */
+  spareDevices?: boolean;
   /** Files the core made that its launcher removes once the core is gone (the control API's socket). */
   removeOnExit?: string[];
   /** Each byte the guest writes to its serial port. */
@@ -153,7 +155,7 @@ export class Machine implements ControlTarget {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
         memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe, ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
-        ...(this.launcher ? { launcher: this.launcher } : {}),
+        ...(this.launcher ? { launcher: this.launcher } : {}), spare: config.spareDevices === true,
       });
     } catch (e) {
       libc.close(backend.fd);

@@ -126,3 +126,65 @@ describe('device supervisor: a blk device process that dies resumes its queues',
     assert.ok(lines.some((l) => l.includes('died too often')), lines.join(''));
   });
 });
+
+describe('device supervisor: a blk device with a spare process (spare: true)', function () {
+  this.timeout(120000);
+  let dir: string;
+  let dev: VirtioDeviceProcess;
+  let q: DriverQueue;
+  let d: BlkDriver;
+  const lines: string[] = [];
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splitvm-spare-'));
+    const image = path.join(dir, 'disk.img');
+    fs.writeFileSync(image, Buffer.alloc(8 * MiB));
+    const memory = GuestMemory.create(16 * MiB);
+    const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
+    dev = await VirtioDeviceProcess.start({
+      name: 'blk0', kind: 'blk', numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
+      memory, jail: true, seccomp: 'enforce', logLevel: 'info', log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
+      writeLog: (l) => lines.push(l), replacement: 'resume', spare: true,
+    });
+    const view = DeviceView.map(memory.fd, memory.regions);
+    const dm = new DriverMemory(view, [{ gpa: 0, size: 8 * MiB, offset: 0 }, { gpa: 8 * MiB, size: 8 * MiB, offset: 8 * MiB }]);
+    q = new DriverQueue(view, 0, QUEUE, dm.allocRings(QUEUE), (len, align) => dm.alloc(len, align), dev.kickFds[0], dev.callFds[0]);
+    dev.activate(dev.hello.deviceFeatures, [{ index: 0, size: QUEUE, ...q.addrs }]);
+    d = new BlkDriver(dm, q);
+  });
+
+  after(async () => {
+    await dev.shutdown();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const spareReady = async (): Promise<number> => {
+    for (let i = 0; dev.info().spare === null; i++) {
+      assert.ok(i < 200, 'no spare within 10 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return dev.info().spare!;
+  };
+
+  it('the spare takes the queues over at each death: writes in flight complete once with their data, and a new spare is made', async () => {
+    for (let death = 0; death < 3; death++) {
+      const spare = await spareReady();
+      const serving = dev.pid;
+      assert.notEqual(spare, serving);
+      const replies = Array.from({ length: 40 }, (_, i) => d.add({ type: C.VIRTIO_BLK_T_OUT, sector: (death * 40 + i) * 8, out: pattern(death * 40 + i) }, 30000).reply);
+      q.kick();
+      process.kill(serving, 'SIGKILL');
+      assert.ok((await Promise.all(replies)).every((r) => r.status === C.VIRTIO_BLK_S_OK));
+      for (let i = 0; dev.pid === serving; i++) {
+        assert.ok(i < 200, 'the death was not seen within 10 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(dev.pid, spare, 'the spare serves now');
+    }
+    assert.equal(q.lastUsedIdx, 3 * 40, 'each request completed once');
+    const reads = await Promise.all([0, 77, 119].map((i) => d.read(i * 8, BLOCK)));
+    reads.forEach((r, k) => assert.deepEqual(r.data, pattern([0, 77, 119][k]!)));
+    assert.equal(dev.restarts, 3);
+    assert.notEqual(await spareReady(), dev.pid, 'a new spare waits again');
+  });
+});

@@ -82,6 +82,12 @@ export interface DeviceProcessOptions {
   hostIds?: HostIds;
   /** Starts device processes for a sealed core (launcher/client.ts); default: launchDevice here. */
   launcher?: { launch(o: LaunchOptions): Promise<DeviceProcess> };
+  /**
+   * With replacement 'resume': keep a spare process started and past its
+   * hello, which takes the queues over the moment the serving one dies (in
+   * milliseconds, not a process start); costs one more process's memory.
+   */
+  spare?: boolean;
 }
 
 /** running: serving; restarting: a new process is starting; failed: its requests fail until the guest resets it; stopped: shut down. */
@@ -96,6 +102,15 @@ export interface DeviceInfo {
   restarts: number;
   backend: Record<string, unknown>;
   jail: { jailed: boolean; seccomp: SeccompMode; uid: number | null; gid: number | null };
+  /** The spare process's pid, when one waits (opts.spare). */
+  spare: number | null;
+}
+
+/** A device process started and past its hello. */
+interface Started {
+  proc: DeviceProcess;
+  channel: ControlChannel<'core'>;
+  hello: HelloMessage;
 }
 
 /** A restart that cannot be done (no in-flight record, or shutting down): the reason is one sentence. */
@@ -147,6 +162,9 @@ export class VirtioDeviceProcess implements DeviceLink {
   private restartRequested = false;
   /** Settles when the process started after the last death serves (or could not be started). */
   private relaunched: Promise<void> = Promise.resolve();
+  /** With opts.spare: the process that takes over at the next death. */
+  private spare: Started | null = null;
+  private preparingSpare = false;
   /** Deaths after which the device resumed its queues. */
   restarts = 0;
   private lastActivation: { features: number; queues: QueueAddresses[] } | null = null;
@@ -177,6 +195,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       for (const fd of [...d.kickFds, ...d.callFds]) libc.close(fd);
       throw e;
     }
+    d.prepareSpare();
     return d;
   }
 
@@ -202,7 +221,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     const { opts } = this;
     return {
       name: opts.name, kind: opts.kind, pid: this.proc.pid, state: this.state, restarts: this.restarts, backend: opts.describe ?? {},
-      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...this.ids() },
+      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...this.ids() }, spare: this.spare?.proc.pid ?? null,
     };
   }
 
@@ -228,13 +247,23 @@ export class VirtioDeviceProcess implements DeviceLink {
     await this.relaunched;
   }
 
+  /** Starts a process and makes it the one serving (its hello checked). */
   private async launch(): Promise<void> {
+    this.adopt(await this.startProcess());
+  }
+
+  /**
+   * Starts a device process in its jail, relays its log and checks its
+   * hello. Only the adopted process's messages and death reach this object's
+   * logic; a spare's are its own business until it is adopted.
+   */
+  private async startProcess(): Promise<Started> {
     const { opts } = this;
     const fds = [opts.memory.fd, opts.backendFd];
     for (let q = 0; q < opts.numQueues; q++) fds.push(this.kickFds[q]!, this.callFds[q]!);
     const inflight = this.inflight;
     if (inflight) fds.push(inflight.fd);
-    this.proc = await (opts.launcher ? (o: LaunchOptions) => opts.launcher!.launch(o) : launchDevice)({
+    const proc = await (opts.launcher ? (o: LaunchOptions) => opts.launcher!.launch(o) : launchDevice)({
       name: opts.name,
       kind: opts.kind,
       config: { ...opts.extraConfig, ...(inflight ? { inflight: { size: inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
@@ -246,23 +275,50 @@ export class VirtioDeviceProcess implements DeviceLink {
       fileSizeLimit: opts.fileSizeLimit,
       ...(opts.hostIds ? { hostIds: opts.hostIds } : {}),
     });
-    relayDeviceLog(this.proc.log!, opts.name, opts.writeLog ?? ((line) => coreStderr.write(line)));
-    const channel = new ControlChannel('core', this.proc.control);
-    this.channel = channel;
+    relayDeviceLog(proc.log!, opts.name, opts.writeLog ?? ((line) => coreStderr.write(line)));
+    const channel = new ControlChannel('core', proc.control);
     // Listening before the hello is checked: messages that come right behind it
     // (in the same read) are not lost. Until it is checked, awaitHello has them.
     let helloChecked = false;
-    channel.on('message', (m) => helloChecked && this.onMessage(m));
-    this.hello = await this.awaitHello(() => (helloChecked = true));
-    this.channel.on('error', (e) => {
+    channel.on('message', (m) => helloChecked && this.proc === proc && this.onMessage(m));
+    const hello = await this.awaitHello(proc, channel, () => (helloChecked = true));
+    channel.on('error', (e) => {
       opts.log.error({ device: opts.name, err: e.message }, 'device broke the control protocol; stopping it');
-      this.proc.kill();
+      proc.kill();
     });
-    void this.proc.exited.then((e) => this.onExit(e));
+    void proc.exited.then((e) => (this.proc === proc ? this.onExit(e) : this.onSpareExit(proc, e)));
+    return { proc, channel, hello };
+  }
+
+  private adopt(s: Started): void {
+    this.proc = s.proc;
+    this.channel = s.channel;
+    this.hello = s.hello;
+  }
+
+  /** With opts.spare: starts a spare process, ready to take the queues over the moment the serving one dies. */
+  private prepareSpare(): void {
+    if (!this.opts.spare || this.opts.replacement !== 'resume' || this.spare || this.preparingSpare || this.stopping || this.failed) return;
+    this.preparingSpare = true;
+    this.startProcess()
+      .then((s) => {
+        if (this.stopping || this.failed) return s.proc.kill();
+        this.spare = s;
+        this.opts.log.info({ device: this.opts.name, pid: s.proc.pid }, 'spare device process ready');
+      })
+      .catch((e: Error) => this.opts.log.warn({ device: this.opts.name, err: e.message }, 'a spare device process did not start'))
+      .finally(() => (this.preparingSpare = false));
+  }
+
+  /** A spare (or a process already replaced) ended: it served nothing; the next death starts a process the slow way. */
+  private onSpareExit(proc: DeviceProcess, e: DeviceExit): void {
+    if (this.spare?.proc !== proc) return;
+    this.spare = null;
+    if (!this.stopping) this.opts.log.warn({ device: this.opts.name, pid: proc.pid }, `the spare device process died: ${describeExit(e)}`);
   }
 
   /** Resolves with the device's hello once checked; `checked` runs as soon as it is, before any later message. */
-  private awaitHello(checked: () => void): Promise<HelloMessage> {
+  private awaitHello(proc: DeviceProcess, channel: ControlChannel<'core'>, checked: () => void): Promise<HelloMessage> {
     const { opts } = this;
     return new Promise((resolve, reject) => {
       // Once the hello is in, a later error or exit is onExit's business, not this start's.
@@ -271,13 +327,13 @@ export class VirtioDeviceProcess implements DeviceLink {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        this.proc.kill();
+        proc.kill();
         reject(new DeviceStartError(`device ${opts.name} did not start: ${why}`));
       };
       const timer = setTimeout(() => fail('no hello within 15 s'), HELLO_TIMEOUT_MS);
-      void this.proc.exited.then((e) => fail(describeExit(e)));
-      this.channel.once('error', (e) => fail(`bad hello (${e.message})`));
-      this.channel.once('message', (m) => {
+      void proc.exited.then((e) => fail(describeExit(e)));
+      channel.once('error', (e) => fail(`bad hello (${e.message})`));
+      channel.once('message', (m) => {
         if (m.type !== 'hello') return fail(`it sent "${m.type}" before hello`);
         if (m.kind !== opts.kind) return fail(`it says it is a ${m.kind} device, not ${opts.kind}`);
         if (m.numQueues !== opts.numQueues) return fail(`it offers ${m.numQueues} queues, not ${opts.numQueues}`);
@@ -367,7 +423,10 @@ export class VirtioDeviceProcess implements DeviceLink {
   private async relaunchOnQueues(cause: string): Promise<void> {
     this.relaunching = true;
     try {
-      await this.launch();
+      const spare = this.spare;
+      this.spare = null;
+      if (spare) this.adopt(spare);
+      else await this.launch();
     } catch (e) {
       this.relaunching = false;
       this.opts.log.error({ device: this.opts.name, err: (e as Error).message }, 'the restarted device process did not start');
@@ -380,11 +439,14 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.opts.log.warn({ device: this.opts.name, pid: this.proc.pid, restarts: this.restarts }, `device ${this.opts.name} restarted ${cause}: its queues resume`);
     if (this.lastActivation) this.send({ type: 'activate', ...this.lastActivation });
     if (this.paused) this.send({ type: 'pause' });
+    this.prepareSpare();
   }
 
   /** Starts the process that fails the dead one's requests, and gives it the queues. */
   private async replace(): Promise<void> {
     this.failed = true;
+    this.spare?.proc.kill(); // a failed device serves no more: no use for a spare
+    this.spare = null;
     this.relaunching = true;
     try {
       await this.launch();
@@ -497,9 +559,15 @@ export class VirtioDeviceProcess implements DeviceLink {
   /** Asks the device to exit, then kills it if it has not within a second. */
   async shutdown(): Promise<void> {
     this.stopping = true;
+    const spare = this.spare;
+    this.spare = null;
+    if (spare) {
+      spare.channel.send({ type: 'shutdown' });
+      spare.proc.kill();
+    }
     this.send({ type: 'shutdown' });
     const timer = setTimeout(() => this.proc.kill(), 1000);
-    await this.proc.exited;
+    await Promise.all([this.proc.exited, spare?.proc.exited]);
     clearTimeout(timer);
     for (const fd of [...this.kickFds, ...this.callFds, this.opts.backendFd]) libc.close(fd);
     if (this.ownInflight) libc.close(this.ownInflight.fd);

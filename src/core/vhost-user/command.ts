@@ -30,6 +30,8 @@ blk and net serve the device to one vhost-user frontend at a time on the UNIX so
   --seccomp MODE     the device's seccomp policy: enforce (default), log or off
   --api-socket PATH  serve the control API on PATH (see splitvm ctl --help)
   --uid N, --gid N   the host ids the device process runs as when started as root (default 65534)
+  --spare-devices    keep a spare device process, ready to take the rings over the moment the
+                     serving one dies (needs a frontend with INFLIGHT_SHMFD, as QEMU's vhost-user-blk)
   --no-jail-core     do not seal this process (no seccomp filter, no launcher): for debugging only
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
@@ -47,6 +49,7 @@ export interface VhostUserArgs {
   hostIds?: HostIds;
   /** Leave this process unsealed (--no-jail-core). */
   noJailCore?: boolean;
+  spareDevices?: boolean;
 }
 
 export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs {
@@ -56,12 +59,13 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
   try {
     parsed = parseArgs({
       args: argv, strict: true, allowPositionals: false,
-      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' }, 'no-jail-core': { type: 'boolean' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
+      options: { socket: { type: 'string' }, [kind.flag]: { type: 'string' }, 'api-socket': { type: 'string' }, uid: { type: 'string' }, gid: { type: 'string' }, 'no-jail-core': { type: 'boolean' }, 'spare-devices': { type: 'boolean' }, seccomp: { type: 'string', default: 'enforce' }, 'log-level': { type: 'string', default: 'info' } },
     });
   } catch (e) {
     throw new VhostUserUsageError((e as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''));
   }
   const noJailCore = parsed.values['no-jail-core'] === true;
+  const spareDevices = parsed.values['spare-devices'] === true;
   const v = parsed.values as Record<string, string | undefined>;
   if (!v.socket) throw new VhostUserUsageError(`splitvm device ${verb} needs --socket PATH`);
   const value = v[kind.flag];
@@ -84,7 +88,7 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
     if (e instanceof IdentityError) throw new VhostUserUsageError(e.message);
     throw e;
   }
-  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}), ...(noJailCore ? { noJailCore } : {}) };
+  return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}), ...(noJailCore ? { noJailCore } : {}), ...(spareDevices ? { spareDevices } : {}) };
 }
 
 /** Starts the device once on a one-page scratch memory to learn its hello (features, queues, config). */
@@ -175,7 +179,7 @@ export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
       const fd = acceptUnix(listenFd);
       if (fd < 0) return void watcher.want(POLLIN);
       log.info('vhost-user frontend connected');
-      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused', ...(args.hostIds ? { hostIds: args.hostIds } : {}), ...(launcher ? { launcher } : {}) });
+      session = new VhostUserSession(fd, { name, backend, hello, seccomp: args.seccomp, jail: true, log, paused: () => state === 'paused', ...(args.hostIds ? { hostIds: args.hostIds } : {}), ...(launcher ? { launcher } : {}), spare: args.spareDevices === true });
       void session.done.then(() => {
         session = null;
         accept();

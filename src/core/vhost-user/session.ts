@@ -60,6 +60,8 @@ export interface SessionOptions {
   hostIds?: HostIds;
   /** Starts device processes once this process is sealed. */
   launcher?: DeviceLauncher;
+  /** Keep a spare device process (DeviceProcessOptions.spare). */
+  spare?: boolean;
 }
 
 const OFFERED_PROTOCOL = (1 << P.Proto.MQ) | (1 << P.Proto.REPLY_ACK) | (1 << P.Proto.CONFIG) | (1 << P.Proto.INFLIGHT_SHMFD);
@@ -399,7 +401,7 @@ export class VhostUserSession {
     const device = await VirtioDeviceProcess.start({
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: libc.dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
-      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe, ...(o.hostIds ? { hostIds: o.hostIds } : {}), ...(o.launcher ? { launcher: o.launcher } : {}),
+      queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe, ...(o.hostIds ? { hostIds: o.hostIds } : {}), ...(o.launcher ? { launcher: o.launcher } : {}), spare: o.spare === true,
       // With an in-flight record a device that dies is restarted by the supervisor on the same
       // rings (within its budget): what it had taken and not completed is taken again.
       ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'resume' as const } : {}),
