@@ -289,3 +289,76 @@ describe('guest userspace over vhost-user: a splitvm net device process with pas
     assert.deepEqual(logRecords<{ seccomp: string }>(device.log(), 'seccomp policy installed').map((l) => l.seccomp).slice(-1), ['enforce']);
   });
 });
+
+describe('guest userspace over vhost-user: a net device process killed during a TCP upload is replaced and the upload completes', function () {
+  this.timeout(180000);
+  const BYTES = 6 * 1024 * 1024;
+  let dir: string;
+  let device: RunningDevice;
+  let server: net.Server;
+  let received = 0;
+  let wrong = 0;
+  let ended = false;
+  const killed: number[] = [];
+  let r: QemuGuestResult;
+
+  before(async function () {
+    dir = mkdtempSync(join(tmpdir(), 'splitvm-vu-netkill-'));
+    // The guest sends `yes` (y, newline, again and again); the server counts the bytes and any that break the pattern.
+    server = net.createServer((s) => {
+      s.on('data', (d: Buffer) => {
+        for (let i = 0; i < d.length; i++) if (d[i] !== ((received + i) % 2 === 0 ? 0x79 : 0x0a)) wrong++;
+        received += d.length;
+      });
+      s.on('end', () => {
+        ended = true;
+        s.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    device = await startDevice(['net', '--socket', join(dir, 'net.sock'), '--net', 'user,mac=02:00:00:00:0b:02']);
+    // Once a quarter of the upload has arrived, kill the serving device process; again at half.
+    const killer = setInterval(() => {
+      const due = killed.length === 0 ? BYTES / 4 : BYTES / 2;
+      if (killed.length >= 2 || received < due) return;
+      const pid = logRecords<{ msg: string; pid: number }>(device.log()).filter((l) => l.msg === 'device started for the vhost-user frontend' || (typeof l.msg === 'string' && l.msg.startsWith('device net0 restarted'))).at(-1)?.pid;
+      if (pid && !killed.includes(pid)) {
+        killed.push(pid);
+        process.kill(pid, 'SIGKILL');
+      }
+    }, 20);
+    r = await runQemuGuest({
+      net: { socket: join(dir, 'net.sock'), mac: '02:00:00:00:0b:02' },
+      timeoutMs: 120000,
+      commands:
+        'ip link set eth0 up\n' +
+        'udhcpc -i eth0 -n -q -t 5 -s /usr/share/udhcpc/default.script >/dev/null\n' +
+        'gw=$(ip route | awk \'/default/ {print $3}\')\n' +
+        // passt does not pass the host's FIN back after the guest's (see above): timeout ends nc.
+        `yes | head -c ${BYTES} | timeout 60 nc $gw ${port} || true\n` +
+        'cat /sys/class/net/eth0/operstate\n',
+    });
+    clearInterval(killer);
+  });
+
+  after(async function () {
+    await device.stop();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every byte arrives, in order, and the guest exits 0', function () {
+    assert.equal(r.exitCode, 0, `${explain(r)}\ndevice log:\n${device.log().slice(-3000)}`);
+    assert.equal(received, BYTES, `received ${received} of ${BYTES}`);
+    assert.equal(wrong, 0, 'no byte out of the pattern');
+    assert.ok(ended, "the guest's end of the upload arrived");
+    assert.match(r.output, /^up$/m, 'the link stayed up');
+  });
+
+  it('the net device process was killed twice, each time replaced on the same rings', function () {
+    assert.equal(killed.length, 2, `killed ${killed.length}`);
+    const restarts = logRecords(device.log()).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('device net0 restarted after it died'));
+    assert.equal(restarts.length, 2, device.log().slice(-3000));
+  });
+});

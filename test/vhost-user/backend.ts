@@ -107,7 +107,12 @@ export async function assertJailed(b: Backend, starts: number, policies: number)
   const pid = started.pid as number;
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   assert.match(status, /^Seccomp:\s+2$/m, `device process ${pid} does not run under a seccomp filter`);
-  const installed = logRecords<{ seccomp: string }>(b.dev.log(), 'seccomp policy installed');
+  // Its log comes through a relay pipe: the line may come after the I/O.
+  let installed = logRecords<{ seccomp: string }>(b.dev.log(), 'seccomp policy installed');
+  for (let i = 0; installed.length <= policies && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    installed = logRecords<{ seccomp: string }>(b.dev.log(), 'seccomp policy installed');
+  }
   assert.ok(installed.length > policies, 'the device process did not log its seccomp policy');
   assert.equal(installed[installed.length - 1]!.seccomp, 'enforce');
 }

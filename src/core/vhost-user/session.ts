@@ -402,9 +402,11 @@ export class VhostUserSession {
       name: o.name, kind: o.hello.kind, numQueues: o.hello.numQueues, backendFd: libc.dup(o.backend.fd), options: o.backend.options,
       fileSizeLimit: o.backend.fileSizeLimit, memory: { fd: this.regions[0]!.fd, regions: this.regions.map(({ gpa, size, offset }) => ({ gpa, size, offset })) },
       queueFds: { kick, call }, jail: o.jail, seccomp: o.seccomp, logLevel: o.log.level, log: o.log, describe: o.backend.describe, ...(o.hostIds ? { hostIds: o.hostIds } : {}), ...(o.launcher ? { launcher: o.launcher } : {}), spare: o.spare === true,
-      // With an in-flight record a device that dies is restarted by the supervisor on the same
-      // rings (within its budget): what it had taken and not completed is taken again.
-      ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size }, replacement: 'resume' as const } : {}),
+      // A device that dies is restarted by the supervisor on the same rings (within its budget):
+      // what it had taken and not completed is taken again, from the in-flight record the frontend
+      // keeps (INFLIGHT_SHMFD: it survives this backend too) or else one the supervisor keeps.
+      replacement: 'resume',
+      ...(this.inflight ? { inflight: { fd: this.inflight.fd, size: this.inflight.size } } : {}),
     });
     if (this.closed) return void (await device.shutdown()); // the frontend left while it started
     device.onFailure = (reason) => this.log.error({ reason }, 'the device failed: the frontend should reset it');
