@@ -4,7 +4,7 @@
 // its device work still runs under the policy, and every forbidden call made
 // after the policy is installed kills it with SIGSYS. First with a fixture
 // device (test/jail/fixtures/device.ts, which can also do a device's work and
-// try more calls), then with the real device entry (dist/src/devices/main.js).
+// try more calls), then with the real device entry (the bundle, dist/device/main.cjs).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,14 +13,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { ControlChannel } from '../../src/ipc/channel.js';
-import { launchDevice, LaunchError, DEVICE_DATA_LIMIT, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
+import { deviceEntry, launchDevice, LaunchError, DEVICE_DATA_LIMIT, DEVICE_NOFILE, type DeviceProcess, type LaunchOptions } from '../../src/core/jail/launch.js';
 import { repoRoot } from '../../src/sys/paths.js';
 import * as libc from '../../src/sys/libc.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = repoRoot();
 const FIXTURE = path.join(root, 'dist', 'test', 'jail', 'fixtures', 'device.js');
-const MAIN = path.join(root, 'dist', 'src', 'devices', 'main.js');
+const MAIN = deviceEntry(); // what splitvm runs: the bundled dist/device/main.cjs
 const MEM_SIZE = 2 << 20;
 
 // an fd the test holds WITHOUT close-on-exec: it must not reach the device
@@ -240,7 +240,7 @@ describe('device jail (real processes)', function () {
     });
   });
 
-  describe('with the real device entry (dist/src/devices/main.js)', () => {
+  describe('with the real device entry (the bundle splitvm runs, dist/device/main.cjs)', () => {
     const config = (extra: object = {}) => ({
       regions: [{ gpa: 0, size: MEM_SIZE, offset: 0 }],
       numQueues: 1,
