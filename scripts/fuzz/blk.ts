@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as C from '../../src/devices/blk/constants.js';
 import { BlkDriver, DeviceHarness, FOUR_GIB, MiB, dwzSegments, type DriverQueue } from '../../src/devices/harness/index.js';
-import { fuzzMain, rng } from './lib.js';
+import { ANSWER_MS, fuzzMain, rng } from './lib.js';
 
 const SECTORS = 4096; // a 2 MiB image
 const QUEUE_SIZE = 16;
@@ -102,14 +102,14 @@ async function fuzz(seconds: number, seed: number): Promise<Counts> {
         n.needsReset += h.received.filter((m) => m.type === 'needs-reset').length;
         h.received.length = 0;
         try {
-          await h.reset(3000);
+          await h.reset(ANSWER_MS);
         } catch (e) {
           throw new Finding(`the device did not finish a reset: ${(e as Error).message}`);
         }
         [q] = h.activate();
       }
     }
-    await h.stats(3000).catch(() => {
+    await h.stats(ANSWER_MS).catch(() => {
       throw new Finding('the device stopped answering its control channel');
     });
     return n;

@@ -4,6 +4,9 @@
 // with the seed, exit status 0, 1 (a finding) or 2 (bad arguments).
 import { parseArgs } from 'node:util';
 
+/** How long a device may take to answer a request, a reset or a stats request before it counts as hung (long enough for a loaded CI host). */
+export const ANSWER_MS = 10_000;
+
 /** xorshift32: small, fast, and the same sequence for the same seed. */
 export function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;

@@ -32,7 +32,7 @@ import * as C from '../../src/devices/net/constants.js';
 import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, ringSizes } from '../../src/devices/virtio/queue.js';
 import { hasFeature } from '../../src/ipc/messages.js';
 import * as libc from '../../src/sys/libc.js';
-import { fuzzMain, rng } from './lib.js';
+import { ANSWER_MS, fuzzMain, rng } from './lib.js';
 
 const QUEUE_SIZE = 32;
 const MEM_SIZE = 16 * MiB;
@@ -170,13 +170,13 @@ class NetFuzzer {
     else return this.framing();
     const { h } = this.s;
     if (!h.alive) throw new Finding(`the device died (${JSON.stringify(await h.exited)})`);
-    await h.stats(3000).catch(() => {
+    await h.stats(ANSWER_MS).catch(() => {
       throw new Finding('the device stopped answering its control channel');
     });
     this.n.needsReset += h.received.filter((m) => m.type === 'needs-reset').length;
     h.received.length = 0;
     try {
-      await h.reset(3000);
+      await h.reset(ANSWER_MS);
     } catch (e) {
       throw new Finding(`the device did not finish a reset: ${(e as Error).message}`);
     }
@@ -237,7 +237,7 @@ class NetFuzzer {
     this.n.traffic++;
     const { h, peer, rx, tx } = this.s;
     const merge = this.has(C.VIRTIO_NET_F_MRG_RXBUF);
-    const before = await h.stats(3000);
+    const before = await h.stats(ANSWER_MS);
     const accounted0 = before.rxFrames! + before.rxDropped!;
     const firstFrame = peer.frames.length;
     const snap = new Snapshot(h);
@@ -296,7 +296,7 @@ class NetFuzzer {
     let stats: Record<string, number>;
     for (;;) {
       // Counters first: what they count is in the used ring by the time they answer.
-      stats = await h.stats(3000);
+      stats = await h.stats(ANSWER_MS);
       for (const u of tx.takeUsed()) {
         if (!txHeads.delete(u.id)) throw new Finding(`the device returned transmit head ${u.id}, which was not in flight`);
         if (u.len !== 0) throw new Finding(`the device claims to have written ${u.len} bytes into a transmit chain`);
@@ -508,7 +508,7 @@ class NetFuzzer {
     } catch (e) {
       throw new Finding(`a frame length of ${len} from passt did not take the link down: ${(e as Error).message}`);
     }
-    const s = await h.stats(3000).catch(() => {
+    const s = await h.stats(ANSWER_MS).catch(() => {
       throw new Finding('after a broken stream, the device stopped answering');
     });
     if (!h.alive || s.linkUp !== 0) throw new Finding(`after a broken stream: alive ${h.alive}, linkUp ${s.linkUp}`);

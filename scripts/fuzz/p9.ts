@@ -17,7 +17,7 @@ import { DeviceHarness, FOUR_GIB, MiB, P9Client, P9ClientError, QueueTransport, 
 import * as libc from '../../src/sys/libc.js';
 import { T } from '../../src/devices/p9/protocol.js';
 import { Writer } from '../../src/devices/p9/wire.js';
-import { fuzzMain, rng } from './lib.js';
+import { ANSWER_MS, fuzzMain, rng } from './lib.js';
 
 const QUEUE_SIZE = 16;
 const MEM_SIZE = 16 * MiB;
@@ -141,8 +141,8 @@ async function fuzz(seconds: number, seed: number): Promise<Counts> {
   const end = Date.now() + seconds * 1000;
   const session = async (q: DriverQueue): Promise<P9Client> => {
     const c = new P9Client(new QueueTransport(h, q, MSIZE, 4));
-    await withTimeout(c.version(MSIZE), 2000, 'Tversion');
-    await withTimeout(c.attach(0), 2000, 'Tattach');
+    await withTimeout(c.version(MSIZE), ANSWER_MS, 'Tversion');
+    await withTimeout(c.attach(0), ANSWER_MS, 'Tattach');
     return c;
   };
   try {
@@ -162,11 +162,11 @@ async function fuzz(seconds: number, seed: number): Promise<Counts> {
             n.mutated++;
             const w = body(new Writer().u32(0).u8(type).u16(0x4242));
             w.patch32(0, w.length);
-            const reply = await withTimeout(c.transport.rpc(mutate(r, w.view()), 0x4242), 2000, `a mutated message of type ${type}`);
+            const reply = await withTimeout(c.transport.rpc(mutate(r, w.view()), 0x4242), ANSWER_MS, `a mutated message of type ${type}`);
             if (reply.length < 7 || reply[5] !== 0x42 || reply[6] !== 0x42 || new DataView(reply.buffer, reply.byteOffset).getUint32(0, true) !== reply.length) {
               throw new Finding(`a mutated message of type ${type} got a malformed reply`);
             }
-          } else await withTimeout(c.rpc(type, body), 2000, `a request of type ${type}`);
+          } else await withTimeout(c.rpc(type, body), ANSWER_MS, `a request of type ${type}`);
           n.answered++;
         } catch (e) {
           // Rlerror is an answer; a message too short to answer (no tag) may only stop the queue (needs-reset).
@@ -178,14 +178,14 @@ async function fuzz(seconds: number, seed: number): Promise<Counts> {
       if (kind < 0.15 || n.rounds % 100 === 0 || h.received.some((m) => m.type === 'needs-reset')) {
         n.needsReset += h.received.filter((m) => m.type === 'needs-reset').length;
         h.received.length = 0;
-        await h.reset(3000).catch((e: Error) => {
+        await h.reset(ANSWER_MS).catch((e: Error) => {
           throw new Finding(`the device did not finish a reset: ${e.message}`);
         });
         [q] = h.activate();
         c = await session(q!);
       }
     }
-    await h.stats(3000).catch(() => {
+    await h.stats(ANSWER_MS).catch(() => {
       throw new Finding('the device stopped answering its control channel');
     });
     if (listing(path.join(top, 'outside')) !== outsideBefore) throw new Finding('the folder beside the share changed');
