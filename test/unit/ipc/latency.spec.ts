@@ -17,4 +17,15 @@ describe('latency histogram', () => {
     assert.equal(c[LATENCY_SUM_US], 3 + 10 + 11 + 99 + 100 + 101 + 2_000_000);
     assert.equal(Object.keys(c).length, LATENCY_BUCKETS_US.length + 2);
   });
+
+  it('records n requests of one duration at once (those a turn completed inline)', () => {
+    const h = new LatencyHistogram();
+    h.record(30, 5);
+    h.record(7);
+    const c = h.counters();
+    assert.equal(c[latencyBucketName(10)], 1);
+    assert.equal(c[latencyBucketName(50)], 6);
+    assert.equal(c[LATENCY_COUNT], 6);
+    assert.equal(c[LATENCY_SUM_US], 157);
+  });
 });
