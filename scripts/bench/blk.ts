@@ -44,10 +44,7 @@ import { fileURLToPath } from 'node:url';
 import { PipeInterrupts, runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
-import {
-  BenchError, cleanupSync, jsonRequested, killChild, makeTempDir, median, printJson, printTable, removeTempDir, round, runToEnd, say, spawnTracked,
-  type Figures,
-} from './lib.js';
+import { BenchError, isMain, killChild, makeTempDir, median, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
 
@@ -410,14 +407,4 @@ export async function run(): Promise<Figures> {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  try {
-    const figures = await run();
-    if (jsonRequested()) printJson(new Map([['blk', figures]]));
-  } catch (e) {
-    process.stderr.write(`bench blk: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
-    process.exitCode = 1;
-  } finally {
-    cleanupSync();
-  }
-}
+if (isMain(import.meta.url)) await runStandalone('blk', run);

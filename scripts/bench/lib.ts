@@ -8,7 +8,8 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_CMDLINE, defaultGuest as buildDefaultGuest } from '../../src/core/cli.js';
 import { withHostKernelParams } from '../../src/core/quirks.js';
 import { repoRoot as findRepoRoot, which } from '../../src/sys/paths.js';
@@ -283,6 +284,22 @@ export function printJson(figures: Map<string, Figures>): void {
   const entries = [...figures];
   const obj = entries.length === 1 ? { bench: entries[0]![0], ...entries[0]![1] } : { benches: Object.fromEntries(entries) };
   say(JSON.stringify(obj));
+}
+
+/** Whether the module at `url` is the script node was started with (a benchmark run on its own, not by index.ts). */
+export const isMain = (url: string): boolean => !!process.argv[1] && resolve(process.argv[1]) === fileURLToPath(url);
+
+/** Runs one benchmark on its own: its tables, its JSON line with --json, one sentence and status 1 if it fails. */
+export async function runStandalone(name: string, run: () => Promise<Figures>): Promise<void> {
+  try {
+    const figures = await run();
+    if (jsonRequested()) printJson(new Map([[name, figures]]));
+  } catch (e) {
+    process.stderr.write(`bench ${name}: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
+    process.exitCode = 1;
+  } finally {
+    cleanupSync();
+  }
 }
 
 // ---- Starting VMs --------------------------------------------------------------

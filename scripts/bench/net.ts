@@ -24,14 +24,13 @@
 //   npm run bench -- net        or   node --import tsx scripts/bench/net.ts
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as C from '../../src/devices/net/constants.js';
 import { IovecList, readv, writev } from '../../src/sys/iovec.js';
 import * as libc from '../../src/sys/libc.js';
-import { BenchError, cleanupSync, jsonRequested, killChild, median, printJson, printTable, say, spawnTracked, type Figures } from './lib.js';
+import { BenchError, isMain, killChild, median, printTable, runStandalone, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-net device process (jailed, seccomp enforced) driven from the host, vs one Node process on the same fd';
 
@@ -325,19 +324,9 @@ export async function run(): Promise<Figures> {
 }
 
 const role = process.argv[2];
-if (process.argv[1] && path.resolve(process.argv[1]) === here) {
+if (isMain(import.meta.url)) {
   if (role === 'tap-write') childTapWrite(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
   else if (role === 'sock-write') childSockWrite(Number(process.argv[3]));
   else if (role === 'sock-read') childSockRead(Number(process.argv[3]));
-  else {
-    try {
-      const figures = await run();
-      if (jsonRequested()) printJson(new Map([['net', figures]]));
-    } catch (e) {
-      process.stderr.write(`bench net: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
-      process.exitCode = 1;
-    } finally {
-      cleanupSync();
-    }
-  }
+  else await runStandalone('net', run);
 }

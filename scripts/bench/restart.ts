@@ -14,7 +14,6 @@
 //   npm run bench -- restart [--json]
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { GuestMemory, MiB } from '../../src/core/memory.js';
 import { blkKind } from '../../src/core/kinds/blk.js';
@@ -23,11 +22,10 @@ import { GuestMemory as DeviceView } from '../../src/devices/guest-memory.js';
 import { DriverQueue } from '../../src/devices/harness/index.js';
 import { DriverMemory } from '../../src/devices/harness/harness.js';
 import * as C from '../../src/devices/blk/constants.js';
-import { BenchError, cleanupSync, jsonRequested, makeTempDir, median, printJson, printTable, removeTempDir, round, say, type Figures } from './lib.js';
+import { BenchError, isMain, makeTempDir, median, printTable, removeTempDir, round, runStandalone, say, type Figures } from './lib.js';
 
 export const title = 'a blk device process restarted under load: death to served, and requests per second through restarts';
 
-const here = fileURLToPath(import.meta.url);
 const IMAGE_BYTES = 64 * MiB;
 const DEPTH = 8;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -203,14 +201,4 @@ export async function run(): Promise<Figures> {
   }
 }
 
-if (process.argv[1] && path.resolve(process.argv[1]) === here) {
-  try {
-    const figures = await run();
-    if (jsonRequested()) printJson(new Map([['restart', figures]]));
-  } catch (e) {
-    process.stderr.write(`bench restart: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
-    process.exitCode = 1;
-  } finally {
-    cleanupSync();
-  }
-}
+if (isMain(import.meta.url)) await runStandalone('restart', run);
