@@ -121,7 +121,7 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
     const image = join(dir, 'disk.img');
     writeFileSync(image, Buffer.alloc(64 * MiB));
     device = await startDevice(['blk', '--socket', join(dir, 'blk.sock'), '--disk', image]);
-    // Kill the serving device process every 1.5 s, three times, once the guest's kernel drives
+    // Kill the serving device process every second, three times, once the guest's kernel drives
     // the disk (the first start serves the firmware, which lets go of the disk before Linux boots).
     const isRestart = (msg: unknown): boolean => typeof msg === 'string' && msg.startsWith('device blk0 restarted after it died');
     const killer = setInterval(() => {
@@ -137,7 +137,7 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
           /* already gone */
         }
       }
-    }, 1500);
+    }, 1000);
     r = await fioVerify48M(join(dir, 'blk.sock'));
     clearInterval(killer);
   });
@@ -177,7 +177,7 @@ describe('guest userspace over vhost-user: an operator restarts and pauses the b
     api = join(dir, 'api.sock');
     device = await startDevice(['blk', '--socket', join(dir, 'blk.sock'), '--disk', image, '--api-socket', api]);
     // Once the guest's kernel drives the disk (the second device start; the first serves the
-    // firmware): restart, pause for a second and resume, restart again, 1.5 s apart.
+    // firmware): restart, pause for a second and resume, restart again, each as soon as the last is done (fio must still be running).
     const steps: (() => Promise<void>)[] = [
       async () => {
         const before = ((await callApi(api, 'GET', '/vm')).json as { devices: { pid: number }[] }).devices[0]!.pid;
@@ -202,7 +202,7 @@ describe('guest userspace over vhost-user: an operator restarts and pauses the b
       if (busy || steps.length === 0 || starts.length < 2) return;
       busy = true;
       void steps.shift()!().finally(() => (busy = false));
-    }, 1500);
+    }, 500);
     r = await fioVerify48M(join(dir, 'blk.sock'));
     clearInterval(operator);
   });
