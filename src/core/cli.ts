@@ -129,13 +129,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
   }
   const name = v.name!;
   if (!/^[\w.-]{1,64}$/.test(name)) throw new UsageError(`--name must be 1 to 64 characters of letters, digits, _ . -, not "${name}"`);
-  let deviceIds: HostIds | undefined;
-  try {
-    deviceIds = deviceIdentity(v.uid, v.gid);
-  } catch (e) {
-    if (e instanceof IdentityError) throw new UsageError(e.message);
-    throw e;
-  }
+  const deviceIds = deviceIdentity(v.uid, v.gid);
   let cmdline = v.cmdline ?? DEFAULT_CMDLINE;
   if (v.append) cmdline = `${cmdline} ${v.append}`;
   return {
@@ -304,9 +298,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await run(parseRunArgs(rest));
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof IdentityError) {
       process.stderr.write(`splitvm: ${e.message}\n`);
-      return e.status;
+      return e instanceof UsageError ? e.status : 2;
     }
     if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError || e instanceof ApiSocketError) {
       process.stderr.write(`splitvm: ${e.message}\n`);

@@ -136,10 +136,7 @@ export class Machine implements ControlTarget {
         opened.push({ req, index, backend: await req.kind.open(req.spec, { index, vmName: this.config.name, log: this.config.log }) });
       }
     } catch (e) {
-      for (const { backend } of opened) {
-        libc.close(backend.fd);
-        backend.release?.();
-      }
+      releaseBackends(opened);
       throw e;
     }
     return opened;
@@ -203,10 +200,7 @@ export class Machine implements ControlTarget {
         try {
           await this.addDevice(req, index, backend);
         } catch (e) {
-          for (const rest of opened.slice(i + 1)) {
-            libc.close(rest.backend.fd);
-            rest.backend.release?.();
-          }
+          releaseBackends(opened.slice(i + 1)); // addDevice released its own
           throw e;
         }
       }
@@ -296,5 +290,13 @@ export class Machine implements ControlTarget {
         samples: this.vcpus.exitCounts().flatMap((counts, vcpu) => Object.entries(counts).map(([reason, value]) => ({ labels: { vcpu: String(vcpu), reason }, value }))),
       },
     ];
+  }
+}
+
+/** Closes backends no device process took, and ends what was started for them (passt). */
+function releaseBackends(opened: { backend: OpenedBackend }[]): void {
+  for (const { backend } of opened) {
+    libc.close(backend.fd);
+    backend.release?.();
   }
 }

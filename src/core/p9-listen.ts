@@ -14,7 +14,7 @@ import { DeviceSpecError } from './kinds/kind.js';
 import { openShare, parseShareSpec } from './kinds/p9.js';
 import { DeviceStartError } from './supervisor/device-process.js';
 import { repoRoot } from '../sys/paths.js';
-import { deviceIdentity, IdentityError, type HostIds } from './jail/identity.js';
+import { deviceIdentity, type HostIds } from './jail/identity.js';
 
 export const P9_LISTEN_USAGE = `usage: splitvm device 9p --share DIR[,ro] --listen HOST:PORT|/path/to/socket [--uid N --gid N]
 
@@ -55,14 +55,8 @@ function parse(argv: string[]): { dir: string; readOnly: boolean; address: Addre
     if (e instanceof DeviceSpecError) throw new UsageError(e.message);
     throw e;
   }
-  let hostIds;
-  try {
-    hostIds = deviceIdentity(values.uid, values.gid);
-  } catch (e) {
-    if (e instanceof IdentityError) throw new UsageError(e.message);
-    throw e;
-  }
-  return { dir: spec.path, readOnly: spec.readOnly, address: parseAddress(values.listen), hostIds };
+  // An IdentityError is a usage error: cli.ts says it in one sentence, status 2.
+  return { dir: spec.path, readOnly: spec.readOnly, address: parseAddress(values.listen), hostIds: deviceIdentity(values.uid, values.gid) };
 }
 
 function describe(server: net.Server): string {

@@ -30,6 +30,13 @@ const fioVerify48M = (socket: string): Promise<QemuGuestResult> =>
       'cat /tmp/fio.json\n',
   });
 
+/** The pids of the device processes a backend started, in order: for the frontend, and after each death or restart. */
+function servingPids(device: RunningDevice, name: string): number[] {
+  return logRecords<{ msg: unknown; pid: number }>(device.log())
+    .filter((l) => l.msg === 'device started for the vhost-user frontend' || (typeof l.msg === 'string' && l.msg.startsWith(`device ${name} restarted`)))
+    .map((l) => l.pid);
+}
+
 /** fioVerify48M's run ended well: exit 0, no fio error, every block read back, no I/O error in the guest's log. */
 function assertFioVerified48M(r: QemuGuestResult): void {
   assert.equal(r.exitCode, 0, explain(r));
@@ -123,12 +130,10 @@ describe('guest userspace over vhost-user: a blk device process killed during fi
     device = await startDevice(['blk', '--socket', join(dir, 'blk.sock'), '--disk', image]);
     // Kill the serving device process every second, three times, once the guest's kernel drives
     // the disk (the first start serves the firmware, which lets go of the disk before Linux boots).
-    const isRestart = (msg: unknown): boolean => typeof msg === 'string' && msg.startsWith('device blk0 restarted after it died');
     const killer = setInterval(() => {
-      const records = logRecords<{ msg: string; pid: number }>(device.log());
-      const started = records.filter((l) => l.msg === 'device started for the vhost-user frontend' || isRestart(l.msg));
+      const started = servingPids(device, 'blk0');
       if (killed.length >= 3 || started.length < 2) return;
-      const pid = started.at(-1)?.pid;
+      const pid = started.at(-1);
       if (pid && !killed.includes(pid)) {
         killed.push(pid);
         try {
@@ -198,8 +203,7 @@ describe('guest userspace over vhost-user: an operator restarts and pauses the b
     ];
     let busy = false;
     const operator = setInterval(() => {
-      const starts = logRecords<{ msg: string }>(device.log()).filter((l) => l.msg === 'device started for the vhost-user frontend');
-      if (busy || steps.length === 0 || starts.length < 2) return;
+      if (busy || steps.length === 0 || servingPids(device, 'blk0').length < 2) return;
       busy = true;
       void steps.shift()!().finally(() => (busy = false));
     }, 500);
@@ -322,7 +326,7 @@ describe('guest userspace over vhost-user: a net device process killed during a 
     const killer = setInterval(() => {
       const due = killed.length === 0 ? BYTES / 4 : BYTES / 2;
       if (killed.length >= 2 || received < due) return;
-      const pid = logRecords<{ msg: string; pid: number }>(device.log()).filter((l) => l.msg === 'device started for the vhost-user frontend' || (typeof l.msg === 'string' && l.msg.startsWith('device net0 restarted'))).at(-1)?.pid;
+      const pid = servingPids(device, 'net0').at(-1);
       if (pid && !killed.includes(pid)) {
         killed.push(pid);
         process.kill(pid, 'SIGKILL');

@@ -9,12 +9,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { GuestMemory, MiB } from '../../src/core/memory.js';
 import { p9Kind } from '../../src/core/kinds/p9.js';
-import { VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
-import { GuestMemory as DeviceView } from '../../src/devices/guest-memory.js';
-import { DriverQueue, P9Client, P9ClientError, QueueTransport } from '../../src/devices/harness/index.js';
-import { DriverMemory } from '../../src/devices/harness/harness.js';
+import type { VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
+import { P9Client, P9ClientError, QueueTransport } from '../../src/devices/harness/index.js';
+import { superviseDevice } from '../helpers/supervised-device.js';
 
 const EBADF = 9;
 const MSIZE = 64 * 1024;
@@ -35,19 +33,12 @@ describe('device supervisor: a 9p device process that dies', function () {
   });
 
   it('answers EBADF for the fids of before its death, and serves a new attach', async () => {
-    const memory = GuestMemory.create(16 * MiB);
     const backend = await p9Kind.open({ path: dir, tag: 'share0', readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
-    dev = await VirtioDeviceProcess.start({
-      name: 'p90', kind: 'p9', numQueues: 1, backendFd: backend.fd, options: backend.options, memory, jail: true, seccomp: 'enforce',
-      logLevel: 'warn', log: pino({ level: 'silent' }), writeLog: () => {}, replacement: 'resume',
-    });
+    const s = await superviseDevice(backend, { name: 'p90', kind: 'p9', queueSize: 64, replacement: 'resume' });
+    dev = s.dev;
     const failures: string[] = [];
     dev.onFailure = (why) => failures.push(why);
-    const view = DeviceView.map(memory.fd, memory.regions);
-    const dm = new DriverMemory(view, [{ gpa: 0, size: 8 * MiB, offset: 0 }, { gpa: 8 * MiB, size: 8 * MiB, offset: 8 * MiB }]);
-    const q = new DriverQueue(view, 0, 64, dm.allocRings(64), (len, align) => dm.alloc(len, align), dev.kickFds[0], dev.callFds[0]);
-    dev.activate(dev.hello.deviceFeatures, [{ index: 0, size: 64, ...q.addrs }]);
-    const c = new P9Client(new QueueTransport(dm, q, MSIZE));
+    const c = new P9Client(new QueueTransport(s.dm, s.q, MSIZE));
     await c.version(MSIZE);
     await c.attach(1);
     await c.walk(1, 2, ['hello']);

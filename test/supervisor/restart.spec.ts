@@ -9,15 +9,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { GuestMemory, MiB } from '../../src/core/memory.js';
+import { MiB } from '../../src/core/memory.js';
 import { blkKind } from '../../src/core/kinds/blk.js';
-import { RESTART_BUDGET, VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
-import { GuestMemory as DeviceView } from '../../src/devices/guest-memory.js';
-import { BlkDriver, DriverQueue } from '../../src/devices/harness/index.js';
-import { DriverMemory } from '../../src/devices/harness/harness.js';
+import { RESTART_BUDGET, type VirtioDeviceProcess } from '../../src/core/supervisor/device-process.js';
+import { BlkDriver, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as C from '../../src/devices/blk/constants.js';
+import { superviseDevice } from '../helpers/supervised-device.js';
 
 const QUEUE = 128;
+
+const openImage = (image: string) => blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
 const BLOCK = 4096;
 
 function pattern(i: number): Uint8Array {
@@ -34,27 +35,17 @@ describe('device supervisor: a blk device process that dies resumes its queues',
   let q: DriverQueue;
   let d: BlkDriver;
   let failures: string[];
-  const lines: string[] = [];
+  let lines: string[];
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splitvm-restart-'));
     image = path.join(dir, 'disk.img');
     fs.writeFileSync(image, Buffer.alloc(8 * MiB));
-    const memory = GuestMemory.create(16 * MiB);
-    const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
-    lines.length = 0;
-    dev = await VirtioDeviceProcess.start({
-      name: 'blk0', kind: 'blk', numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-      memory, jail: true, seccomp: 'enforce', logLevel: 'info', log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
-      writeLog: (l) => lines.push(l), replacement: 'resume',
-    });
+    const s = await superviseDevice(await openImage(image), { name: 'blk0', kind: 'blk', queueSize: QUEUE, replacement: 'resume' });
+    ({ dev, q, lines } = s);
     failures = [];
     dev.onFailure = (why) => failures.push(why);
-    const view = DeviceView.map(memory.fd, memory.regions);
-    const dm = new DriverMemory(view, [{ gpa: 0, size: 8 * MiB, offset: 0 }, { gpa: 8 * MiB, size: 8 * MiB, offset: 8 * MiB }]);
-    q = new DriverQueue(view, 0, QUEUE, dm.allocRings(QUEUE), (len, align) => dm.alloc(len, align), dev.kickFds[0], dev.callFds[0]);
-    dev.activate(dev.hello.deviceFeatures, [{ index: 0, size: QUEUE, ...q.addrs }]);
-    d = new BlkDriver(dm, q);
+    d = new BlkDriver(s.dm, q);
   });
 
   afterEach(async () => {
@@ -133,24 +124,14 @@ describe('device supervisor: a blk device with a spare process (spare: true)', f
   let dev: VirtioDeviceProcess;
   let q: DriverQueue;
   let d: BlkDriver;
-  const lines: string[] = [];
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splitvm-spare-'));
     const image = path.join(dir, 'disk.img');
     fs.writeFileSync(image, Buffer.alloc(8 * MiB));
-    const memory = GuestMemory.create(16 * MiB);
-    const backend = await blkKind.open({ path: image, readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
-    dev = await VirtioDeviceProcess.start({
-      name: 'blk0', kind: 'blk', numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-      memory, jail: true, seccomp: 'enforce', logLevel: 'info', log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
-      writeLog: (l) => lines.push(l), replacement: 'resume', spare: true,
-    });
-    const view = DeviceView.map(memory.fd, memory.regions);
-    const dm = new DriverMemory(view, [{ gpa: 0, size: 8 * MiB, offset: 0 }, { gpa: 8 * MiB, size: 8 * MiB, offset: 8 * MiB }]);
-    q = new DriverQueue(view, 0, QUEUE, dm.allocRings(QUEUE), (len, align) => dm.alloc(len, align), dev.kickFds[0], dev.callFds[0]);
-    dev.activate(dev.hello.deviceFeatures, [{ index: 0, size: QUEUE, ...q.addrs }]);
-    d = new BlkDriver(dm, q);
+    const s = await superviseDevice(await openImage(image), { name: 'blk0', kind: 'blk', queueSize: QUEUE, replacement: 'resume', spare: true });
+    ({ dev, q } = s);
+    d = new BlkDriver(s.dm, q);
   });
 
   after(async () => {

@@ -77,8 +77,12 @@ export function deviceFamilies(devices: DeviceSnapshot[]): MetricFamily[] {
     put(inFlight, 'inFlight');
     put(kicks, 'kicks');
     put(interrupts, 'interrupts');
-    for (const [key, direction] of Object.entries(BYTE_COUNTERS)) if (stats[key] !== undefined) bytes.samples.push({ labels: { ...l, direction }, value: stats[key]! });
-    for (const [key, type] of Object.entries(ERROR_COUNTERS)) if (stats[key] !== undefined) errors.samples.push({ labels: { ...l, type }, value: stats[key]! });
+    /** The counters of `table` the device has, as samples of `f` labelled `label` = the table's value. */
+    const labelled = (f: MetricFamily, table: Record<string, string>, label: string) => {
+      for (const [key, value] of Object.entries(table)) if (stats[key] !== undefined) f.samples.push({ labels: { ...l, [label]: value }, value: stats[key]! });
+    };
+    labelled(bytes, BYTE_COUNTERS, 'direction');
+    labelled(errors, ERROR_COUNTERS, 'type');
     if (stats[LATENCY_COUNT] !== undefined) {
       for (const le of LATENCY_BUCKETS_US) latency.samples.push({ labels: { ...l, le: String(le / 1e6) }, value: stats[latencyBucketName(le)] ?? 0, suffix: '_bucket' });
       latency.samples.push({ labels: { ...l, le: '+Inf' }, value: stats[LATENCY_COUNT]!, suffix: '_bucket' });

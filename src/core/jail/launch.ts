@@ -151,6 +151,10 @@ export const DEVICE_DATA_LIMIT: Readonly<Record<DeviceKind, number>> = { blk: 38
  * must not depend on the caller's `ulimit -s`.
  */
 export const DEVICE_STACK = 8 * MiB;
+/** What of the repository the jail binds in (read-only). */
+const JAIL_BINDS = ['package.json', 'dist', 'node_modules', 'policies'];
+/** Host ids already found able to read what the jail binds (checked once each, not at every launch). */
+const readableBy = new Set<string>();
 /** Where the repository appears inside the jail. */
 export const JAIL_REPO = '/splitvm';
 
@@ -184,7 +188,7 @@ export function jailArgs(opts: { root: string; kind: string; statusFd: number; e
   a.push('--ro-bind-try', '/etc/ld.so.cache', '/etc/ld.so.cache');
   const node = fs.realpathSync(process.execPath);
   if (!node.startsWith('/usr/')) a.push('--ro-bind', node, node);
-  for (const part of ['package.json', 'dist', 'node_modules', 'policies']) {
+  for (const part of JAIL_BINDS) {
     a.push('--ro-bind', path.join(opts.root, part), path.join(JAIL_REPO, part));
   }
   a.push('--remount-ro', '/', '--chdir', '/', '--json-status-fd', String(opts.statusFd));
@@ -258,13 +262,15 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
       // and seccomp already forbids creating processes.
       const jailEntry = path.join(JAIL_REPO, 'dist', rel);
       const node = fs.realpathSync(process.execPath);
-      if (opts.hostIds) {
+      const ids = opts.hostIds;
+      if (ids && !readableBy.has(`${ids.uid}:${ids.gid}`)) {
         try {
-          checkReadable(opts.hostIds, [node, ...['package.json', 'dist', 'node_modules', 'policies'].map((p) => path.join(root, p))]);
+          checkReadable(ids, [node, ...JAIL_BINDS.map((p) => path.join(root, p))]);
         } catch (e) {
           if (e instanceof IdentityError) throw new LaunchError(e.message);
           throw e;
         }
+        readableBy.add(`${ids.uid}:${ids.gid}`);
       }
       const args = [...limits, bwrap, ...jailArgs({ root, kind: opts.kind, statusFd, env }), '--', node, ...nodeFlags, jailEntry, argJson];
       // With hostIds, libuv drops the supplementary groups and sets gid then uid before prlimit runs.

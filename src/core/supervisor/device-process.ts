@@ -8,7 +8,6 @@
 // nothing; past a restart budget, or without a record, the guest is told
 // (DEVICE_NEEDS_RESET) and a replacement fails every request, so the
 // guest's I/O ends in errors instead of hanging. The VM goes on.
-import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ControlChannel, MAX_QUEUE_SIZE, type DeviceKind, type DeviceMessage, type HelloMessage, type QueueAddresses } from '../../ipc/index.js';
 import { inflightQueueBytes } from '../../devices/virtio/inflight.js';
@@ -101,7 +100,8 @@ export interface DeviceInfo {
   state: DeviceState;
   restarts: number;
   backend: Record<string, unknown>;
-  jail: { jailed: boolean; seccomp: SeccompMode; uid: number | null; gid: number | null };
+  /** uid and gid: the host ids it was started as. */
+  jail: { jailed: boolean; seccomp: SeccompMode; uid: number; gid: number };
   /** The spare process's pid, when one waits (opts.spare). */
   spare: number | null;
 }
@@ -115,19 +115,6 @@ interface Started {
 
 /** A restart that cannot be done (no in-flight record, or shutting down): the reason is one sentence. */
 export class RestartRefused extends Error {}
-
-/** The real uid and gid of a process as the host sees them (null when /proc cannot be read, e.g. from a sealed core). */
-function hostIds(pid: number): { uid: number | null; gid: number | null } {
-  try {
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const id = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
-    const uid = id('Uid');
-    const gid = id('Gid');
-    return { uid: Number.isNaN(uid) ? null : uid, gid: Number.isNaN(gid) ? null : gid };
-  } catch {
-    return { uid: null, gid: null };
-  }
-}
 
 export class DeviceStartError extends Error {}
 
@@ -207,10 +194,6 @@ export class VirtioDeviceProcess implements DeviceLink {
     return this.opts.name;
   }
 
-  get kind(): DeviceKind {
-    return this.opts.kind;
-  }
-
   get state(): DeviceState {
     if (this.stopping) return 'stopped';
     if (this.relaunching) return 'restarting';
@@ -221,14 +204,8 @@ export class VirtioDeviceProcess implements DeviceLink {
     const { opts } = this;
     return {
       name: opts.name, kind: opts.kind, pid: this.proc.pid, state: this.state, restarts: this.restarts, backend: opts.describe ?? {},
-      jail: { jailed: opts.jail, seccomp: opts.seccomp, ...this.ids() }, spare: this.spare?.proc.pid ?? null,
+      jail: { jailed: opts.jail, seccomp: opts.seccomp, uid: this.proc.ids.uid, gid: this.proc.ids.gid }, spare: this.spare?.proc.pid ?? null,
     };
-  }
-
-  /** As the host sees them, or else as the process was started. */
-  private ids(): { uid: number | null; gid: number | null } {
-    const seen = hostIds(this.proc.pid);
-    return seen.uid === null ? { uid: this.proc.ids.uid, gid: this.proc.ids.gid } : seen;
   }
 
   /**

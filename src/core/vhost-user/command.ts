@@ -18,7 +18,7 @@ import type { SeccompMode } from '../jail/launch.js';
 import { VirtioDeviceProcess } from '../supervisor/device-process.js';
 import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
-import { deviceIdentity, IdentityError, type HostIds } from '../jail/identity.js';
+import { deviceIdentity, type HostIds } from '../jail/identity.js';
 import { DeviceLauncher } from '../launcher/client.js';
 import { sealCore } from '../jail/seal.js';
 import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
@@ -81,13 +81,7 @@ export function parseVhostUserArgs(verb: string, argv: string[]): VhostUserArgs 
     throw e;
   }
   if (v['api-socket'] !== undefined && v['api-socket'] === v.socket) throw new VhostUserUsageError('--api-socket must be another path than --socket');
-  let hostIds: HostIds | undefined;
-  try {
-    hostIds = deviceIdentity(v.uid, v.gid);
-  } catch (e) {
-    if (e instanceof IdentityError) throw new VhostUserUsageError(e.message);
-    throw e;
-  }
+  const hostIds = deviceIdentity(v.uid, v.gid); // an IdentityError is a usage error (cli.ts)
   return { kind, spec, socket: v.socket, seccomp, logLevel: v['log-level']!, ...(v['api-socket'] ? { apiSocket: v['api-socket'] } : {}), ...(hostIds ? { hostIds } : {}), ...(noJailCore ? { noJailCore } : {}), ...(spareDevices ? { spareDevices } : {}) };
 }
 
