@@ -34,7 +34,6 @@ export class DeviceLauncher {
   private constructor(
     private readonly fd: number,
     private readonly socket: net.Socket,
-    readonly pid: number,
     private readonly log: Logger,
   ) {
     this.closed = new Promise((resolve) => (this.onClosed = resolve));
@@ -60,7 +59,7 @@ export class DeviceLauncher {
     const socket = new net.Socket({ fd: core, readable: true, writable: true });
     socket.unref(); // the launcher lives as long as the core; it must not keep the core's event loop alive
     log.info({ pid: child.pid }, 'device launcher started');
-    return new DeviceLauncher(core, socket, child.pid, log);
+    return new DeviceLauncher(core, socket, log);
   }
 
   private onReply(r: LauncherReply): void {
