@@ -224,9 +224,11 @@ export class Machine implements ControlTarget {
         boot: id === 0 ? bootState : undefined,
       })),
     );
-    // The vCPU threads have made their vCPUs (and loaded their code): the core seals itself.
+    // The vCPU threads have made their vCPUs (and loaded their code): the core seals itself, then each
+    // vCPU thread stacks its own filter and runs the guest.
     await this.vcpus.ready;
     if (config.sealCore) sealCore(config.seccomp, config.log, config.deviceIds);
+    this.vcpus.release(config.sealCore ? config.seccomp : undefined);
     const first = await Promise.race([
       this.stopRequested,
       this.vcpus.firstExit.then((e): MachineExit =>

@@ -1,11 +1,12 @@
 // Guest test of the control API on `splitvm run --api-socket`: while the
-// built-in guest boots with a disk, an operator reads GET /vm, pauses the VM
+// built-in guest boots with a disk (the core sealed, its vCPU thread under
+// its own filter too), an operator reads GET /vm, pauses the VM
 // (the console and every vCPU's exit counts stand still), resumes it (the
 // console goes on), restarts the disk's device process, reads the vCPU
 // exits in /metrics, and stops the VM with POST /vm/stop (exit status 0).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultGuest } from '../../src/core/cli.js';
@@ -51,6 +52,13 @@ describe('guest: the control API of splitvm run', function () {
       assert.equal(info.vcpus, 1);
       assert.equal(info.memoryMiB, 96);
       assert.deepEqual(info.devices.map((d) => [d.name, d.state]), [['blk0', 'running']]);
+      // The core runs sealed: every thread under core.policy, the one vCPU thread under its own filter as well.
+      const filters = readdirSync(`/proc/${vm.pid}/task`).map((tid) => {
+        const status = readFileSync(`/proc/${vm.pid}/task/${tid}/status`, 'utf8');
+        assert.match(status, /^Seccomp:\s+2$/m, `thread ${tid}`);
+        return Number(/^Seccomp_filters:\s+(\d+)$/m.exec(status)![1]);
+      });
+      assert.deepEqual(filters.filter((n) => n === 2).length, 1, `filters per thread: ${filters}`);
 
       assert.equal((await api(sock, 'PUT', '/vm/state', '{"state":"paused"}')).status, 200);
       const heldConsole = consoleText.length;

@@ -27,8 +27,10 @@ export const Slot = {
   PAUSE: 10,
   /** Set by the worker while it waits for PAUSE to clear. */
   PAUSED: 11,
+  /** Set once by the main thread before the first KVM_RUN: a SealWord. */
+  SEAL: 12,
   /** One count per EXIT_REASONS entry from this slot on. */
-  EXITS: 12,
+  EXITS: 13,
 } as const;
 /** Room for the widest access: an 8-byte MMIO. */
 export const DATA_BYTES = 8;

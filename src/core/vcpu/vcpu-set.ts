@@ -1,6 +1,7 @@
 // The main thread's side of the vCPUs: starts one worker thread per vCPU,
-// answers their port and MMIO exits from the buses, pauses and resumes them
-// (PAUSE flag), and stops them (STOP flag); both kick each thread out of
+// lets them run once the core is sealed (each then seals itself:
+// thread-seal.ts), answers their port and MMIO exits from the buses, pauses
+// and resumes them (PAUSE flag), and stops them (STOP flag); both kick each thread out of
 // KVM_RUN with immediate_exit + a signal, since a worker cannot be
 // terminated while it sits in KVM_RUN. Reads their exit counts.
 import { constants } from 'node:os';
@@ -10,6 +11,8 @@ import { RUN } from '../kvm/abi.js';
 import type { Bus } from '../bus.js';
 import { createChannel, DATA_BYTES, dataBytes, exitCounts, Kind, Slot, type ExitCountReason } from './exit-channel.js';
 import type { ExitReason, VcpuInit, VcpuMessage } from './protocol.js';
+import { readVcpuPolicy, releaseVcpuThread } from './thread-seal.js';
+import type { SeccompMode } from '../jail/launch.js';
 
 /** The signal that kicks a vCPU thread out of KVM_RUN (SIGUSR1 is Node's inspector's). */
 const KICK_SIGNAL = 'SIGUSR2';
@@ -38,7 +41,7 @@ export class VcpuSet {
   private stopping = false;
   /** Resolves with the first vCPU exit that ends the VM. */
   readonly firstExit: Promise<VcpuExit>;
-  /** Resolves once every vCPU thread has made its vCPU and is about to run it (or has ended). */
+  /** Resolves once every vCPU thread has made its vCPU and waits to be released (or has ended). */
   ready: Promise<void> = Promise.resolve();
   private resolveFirst!: (e: VcpuExit) => void;
 
@@ -56,13 +59,15 @@ export class VcpuSet {
     process.on(KICK_SIGNAL, () => {});
   }
 
-  start(inits: Omit<VcpuInit, 'channel'>[]): void {
+  /** Starts the threads; each makes its vCPU, then waits for release(). */
+  start(inits: Omit<VcpuInit, 'channel' | 'threadPolicy'>[]): void {
     const readies: Promise<void>[] = [];
+    const threadPolicy = readVcpuPolicy();
     for (const init of inits) {
       let isReady!: () => void;
       readies.push(new Promise((r) => (isReady = r)));
       const channel = createChannel();
-      const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
+      const worker = new Worker(workerEntry, { workerData: { ...init, channel, threadPolicy } satisfies VcpuInit });
       let finish!: (e: VcpuExit) => void;
       const running: Running = { worker, channel, done: new Promise((r) => (finish = r)), ended: false };
       /** Any exit but a requested stop ends the VM. */
@@ -94,6 +99,14 @@ export class VcpuSet {
       void this.serve(channel);
     }
     this.ready = Promise.all(readies).then(() => undefined);
+  }
+
+  /**
+   * Lets every vCPU thread run the guest. With the core sealed (`mode`),
+   * each first stacks its own, narrower filter on itself.
+   */
+  release(mode: SeccompMode | undefined): void {
+    for (const v of this.vcpus) releaseVcpuThread(v.channel, mode === 'off' ? undefined : mode);
   }
 
   /** Answers the worker's exits until the VM stops. */
@@ -178,6 +191,7 @@ export class VcpuSet {
       Atomics.notify(v.channel, Slot.REPLY);
       Atomics.notify(v.channel, Slot.REQUEST);
       Atomics.notify(v.channel, Slot.PAUSE);
+      Atomics.notify(v.channel, Slot.SEAL);
       this.kick(v);
     }
     const exits = await Promise.all(this.vcpus.map((v) => v.done));

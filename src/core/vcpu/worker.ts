@@ -1,5 +1,6 @@
-// The vCPU thread: creates its vCPU, sets its boot state, and loops on
-// KVM_RUN. Port and MMIO exits go to the main thread's device model through
+// The vCPU thread: creates its vCPU, sets its boot state, waits for the
+// main thread's release (sealing itself with its own filter if the core is
+// sealed: thread-seal.ts), and loops on KVM_RUN. Port and MMIO exits go to the main thread's device model through
 // the exit channel; the POST-code port is absorbed here; emulation failures
 // are fixed up here on a software-KVM host. The main thread stops the loop
 // with the channel's STOP flag, immediate_exit and a signal (tgkill), and
@@ -12,6 +13,7 @@ import { Vcpu } from '../kvm/vcpu.js';
 import { fixupFor, RFLAGS_AC } from '../quirks.js';
 import { dataBytes, exitSlot, Kind, Slot } from './exit-channel.js';
 import type { VcpuInit, VcpuMessage } from './protocol.js';
+import { sealThisVcpuThread } from './thread-seal.js';
 
 const init = workerData as VcpuInit;
 const port = parentPort!;
@@ -34,7 +36,8 @@ function main(): void {
     vcpu.setRegs(regs);
   }
   post({ type: 'ready', tid: libc.gettid(), runAddr: vcpu.runAddr });
-  post(loop(vcpu));
+  if (!sealThisVcpuThread(init.channel, init.threadPolicy)) post({ type: 'exit', reason: 'stopped', fixups: 0 });
+  else post(loop(vcpu));
 }
 
 function loop(vcpu: Vcpu): VcpuMessage {
