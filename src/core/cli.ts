@@ -22,6 +22,7 @@ import { repoRoot } from '../sys/paths.js';
 import { ApiSocketError, startApiServer, type ApiServer } from './api/server.js';
 import { CtlUsageError, ctlMain } from './api/ctl.js';
 import { deviceIdentity, IdentityError, type HostIds } from './jail/identity.js';
+import { CoreJailError, enterCoreNamespace } from './jail/core-namespace.js';
 
 
 export const USAGE = `usage: splitvm run [options]
@@ -184,6 +185,7 @@ function hostAvailableMemory(): number {
 }
 
 export async function run(opts: RunOptions): Promise<number> {
+  if (!opts.noJailCore) enterCoreNamespace(); // as root: re-executes this process in its own namespaces
   const memBytes = opts.memMiB * MiB;
   const available = hostAvailableMemory();
   if (memBytes > available) {
@@ -302,7 +304,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return e instanceof UsageError ? e.status : 2;
     }
-    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError || e instanceof ApiSocketError) {
+    if (e instanceof KvmUnavailableError || e instanceof RangeError || e instanceof BootError || e instanceof DeviceStartError || e instanceof LaunchError || e instanceof ApiSocketError || e instanceof CoreJailError) {
       process.stderr.write(`splitvm: ${e.message}\n`);
       return 1;
     }

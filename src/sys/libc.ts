@@ -155,7 +155,7 @@ export function ioctlRaw(fd: number, req: number, arg = 0): number {
 // ---- fcntl and fd hygiene ----
 const fcntl_ = libc.func('fcntl', 'int', ['int', 'int', 'int']);
 const F_GETFD = 1;
-const F_SETFD = 2;
+export const F_SETFD = 2;
 const FD_CLOEXEC = 1;
 export const F_GETFL = 3;
 export const F_SETFL = 4;

@@ -1,6 +1,7 @@
 // Sealing the core once it is set up: everything it needs to open or create
-// is open (KVM, guest memory, backends, sockets, the launcher), so it
-// drops to an unprivileged uid and gid if it runs as root (the ids its
+// is open (KVM, guest memory, backends, sockets, the launcher), so it turns
+// its root into an empty one if it has a mount namespace of its own
+// (core-namespace.ts), drops to an unprivileged uid and gid if it runs as root (the ids its
 // devices get), installs policies/core.policy on all its threads (seccomp
 // with TSYNC, no_new_privs) and makes itself non-dumpable (no ptrace or
 // /proc/PID/mem by a process of the same uid, such as a device). From then on starting a
@@ -10,6 +11,7 @@ import type { Logger } from 'pino';
 import { loadFilter } from '../../devices/seccomp/compile.js';
 import { readPolicy } from '../../devices/seccomp/index.js';
 import { prctl } from '../../sys/libc.js';
+import { inCoreNamespace, pivotToEmptyRoot } from './core-namespace.js';
 import type { HostIds } from './identity.js';
 import type { SeccompMode } from './launch.js';
 import * as k from '../kvm/ioctls.js';
@@ -25,6 +27,8 @@ const KVM_REQUESTS = {
 };
 
 export function sealCore(mode: SeccompMode, log: Logger, ids?: HostIds): void {
+  const rules = mode === 'off' ? [] : readPolicy('core', KVM_REQUESTS); // a file: read before the root goes
+  pivotToEmptyRoot();
   if (ids && process.getuid!() === 0) {
     // glibc applies these to every thread of the process (the vCPU threads, kicked out of KVM_RUN, go back in).
     process.setgroups!([]);
@@ -36,7 +40,6 @@ export function sealCore(mode: SeccompMode, log: Logger, ids?: HostIds): void {
     process.stderr.write('splitvm: WARNING: --seccomp=off: the core itself runs WITHOUT a system-call filter\n');
     return;
   }
-  const rules = readPolicy('core', KVM_REQUESTS);
   loadFilter(rules, mode === 'log' ? 'log' : 'kill');
-  log.info({ seccomp: mode, uid: process.getuid!(), gid: process.getgid!() }, 'core sealed: seccomp policy installed');
+  log.info({ seccomp: mode, uid: process.getuid!(), gid: process.getgid!(), emptyRoot: inCoreNamespace() }, 'core sealed: seccomp policy installed');
 }

@@ -8,7 +8,8 @@
 //     vnet header, so the device moves virtio-net frames as they are. The
 //     offloads the tap accepts are probed here and offered to the guest.
 // Either way the device gets one non-blocking fd and nothing else.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnWithHostView } from '../jail/core-namespace.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import * as libc from '../../sys/libc.js';
@@ -115,7 +116,7 @@ export function startPasst(ctx: OpenContext): { fd: number; passt: ChildProcess 
   let passt: ChildProcess;
   try {
     libc.markAllCloexec();
-    passt = spawn(bin, ['--foreground', '--quiet', '--fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
+    passt = spawnWithHostView(bin, ['--foreground', '--quiet', '--fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
   } finally {
     libc.close(theirs);
   }

@@ -5,7 +5,6 @@
 // nothing comes back but small replies, read from a plain stream socket.
 // What comes back is a DeviceProcess like launchDevice's: the supervisor
 // cannot tell the difference.
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -13,6 +12,7 @@ import { FrameReader } from '../../ipc/codec.js';
 import * as libc from '../../sys/libc.js';
 import { repoRoot } from '../../sys/paths.js';
 import { MAX_FDS, sendWithFds } from '../../sys/unix-socket.js';
+import { spawnWithHostView } from '../jail/core-namespace.js';
 import { LaunchError, type DeviceExit, type DeviceProcess, type LaunchOptions } from '../jail/launch.js';
 import { encode, parseReply, type LaunchRequest, type LauncherReply, type LauncherSettings } from './protocol.js';
 
@@ -49,7 +49,7 @@ export class DeviceLauncher {
   static start(settings: LauncherSettings, log: Logger): DeviceLauncher {
     const [core, theirs] = libc.socketpair();
     libc.markAllCloexec(); // the launcher inherits its channel and stdio, nothing else of the core
-    const child = spawn(process.execPath, [entry(), JSON.stringify(settings)], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
+    const child = spawnWithHostView(process.execPath, [entry(), JSON.stringify(settings)], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
     libc.close(theirs);
     if (child.pid === undefined) {
       libc.close(core);

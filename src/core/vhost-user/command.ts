@@ -20,6 +20,7 @@ import type { HelloMessage } from '../../ipc/messages.js';
 import { VhostUserSession } from './session.js';
 import { deviceIdentity, type HostIds } from '../jail/identity.js';
 import { DeviceLauncher } from '../launcher/client.js';
+import { enterCoreNamespace } from '../jail/core-namespace.js';
 import { sealCore } from '../jail/seal.js';
 import { startApiServer, type ApiServer, type ControlTarget, type VmState } from '../api/server.js';
 
@@ -102,6 +103,7 @@ async function deviceHello(name: string, backend: OpenedBackend, args: VhostUser
 
 /** Runs until SIGINT or SIGTERM; resolves with the exit status. */
 export async function serveVhostUser(args: VhostUserArgs): Promise<number> {
+  if (!args.noJailCore) enterCoreNamespace(); // as root: re-executes this process in its own namespaces
   const log = pino({ name: 'splitvm-device', level: args.logLevel }, pino.destination({ fd: 2, sync: true }));
   const name = `${args.kind.kind}0`;
   const backend = await args.kind.open(args.spec, { index: 0, vmName: 'vhost-user', log });

@@ -1,0 +1,101 @@
+// The core's own mount namespace, when it is started as root and sealed
+// (not --no-jail-core). A namespace taken by one thread of a running Node
+// process would leave its other threads in the host's, so the core
+// re-executes itself first (same pid, arguments and stdio) in new private
+// mount and IPC namespaces: every thread it will ever have lives there.
+// It then opens what it was given as usual, and at its seal turns its root
+// into an empty read-only tmpfs (pivot_root): the host's files are gone
+// for every thread, not only forbidden by seccomp. The children that need
+// the host's files after that — its launcher and passt — are started in a
+// mount namespace of their own (util-linux unshare), a copy the pivot does
+// not touch.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import { execve, F_SETFD, fcntl } from '../../sys/libc.js';
+import { CLONE_NEWIPC, CLONE_NEWNS, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount, pivotRoot, umount2, unshare } from '../../sys/mounts.js';
+
+/** Set to its pid in the environment of the re-executed core: it is in its namespace. */
+const MARK = 'SPLITVM_CORE_NAMESPACE';
+/** Where the empty root is mounted before the pivot (any directory of the host's root would do). */
+const NEW_ROOT = '/tmp';
+/** How long a child started with the host's view may take to leave the core's namespace. */
+const CHILD_WAIT_MS = 5000;
+
+export class CoreJailError extends Error {}
+
+let inside = false;
+/** Children started with the host's view, which must have left the core's namespace before the pivot. */
+const hostViewChildren: number[] = [];
+
+/**
+ * Called first by a command that will seal the core. Started as root, the
+ * process re-executes itself in its own namespaces (this call then does not
+ * return); once there, or not root, it returns.
+ */
+export function enterCoreNamespace(): void {
+  const mark = process.env[MARK];
+  delete process.env[MARK];
+  if (mark === String(process.pid)) {
+    inside = true;
+    return;
+  }
+  if (process.getuid!() !== 0) return;
+  try {
+    unshare(CLONE_NEWNS | CLONE_NEWIPC);
+    mount(null, '/', null, MS_REC | MS_PRIVATE); // nothing mounted here reaches the host, nor the other way
+  } catch (e) {
+    throw new CoreJailError(`cannot give the core a mount namespace of its own (${(e as Error).message}); --no-jail-core runs it without one, for debugging`);
+  }
+  for (const fd of [0, 1, 2]) fcntl(fd, F_SETFD, 0); // Node marks its stdio close-on-exec: the new image keeps it
+  const env = Object.entries({ ...process.env, [MARK]: String(process.pid) }).map(([k, v]) => `${k}=${v ?? ''}`);
+  execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], env);
+}
+
+/** Whether this process is a core in its own mount namespace. */
+export function inCoreNamespace(): boolean {
+  return inside;
+}
+
+/** Starts a child that keeps the host's files after the core's pivot: in a mount namespace of its own when the core has one. */
+export function spawnWithHostView(command: string, args: readonly string[], options: SpawnOptions): ChildProcess {
+  if (!inside) return spawn(command, args, options);
+  const child = spawn('unshare', ['--mount', '--', command, ...args], options);
+  if (child.pid !== undefined) hostViewChildren.push(child.pid);
+  return child;
+}
+
+/** The mount namespace of a process, or null when it is gone. */
+function mountNamespaceOf(pid: number | 'self'): string | null {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/mnt`);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * At the seal (before the uid drop, while the core may still mount): makes
+ * the root of every thread an empty read-only tmpfs. Nothing if the core has
+ * no namespace of its own.
+ */
+export function pivotToEmptyRoot(): void {
+  if (!inside) return;
+  const ours = mountNamespaceOf('self');
+  const deadline = Date.now() + CHILD_WAIT_MS;
+  for (const pid of hostViewChildren) {
+    for (let ns = mountNamespaceOf(pid); ns === ours; ns = mountNamespaceOf(pid)) {
+      if (Date.now() > deadline) throw new CoreJailError(`child ${pid} did not leave the core's mount namespace in time`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+  try {
+    mount('tmpfs', NEW_ROOT, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, 'size=4k,nr_inodes=2,mode=0555');
+    process.chdir(NEW_ROOT);
+    pivotRoot('.', '.'); // the old root is stacked under the new one at "."…
+    umount2('.', MNT_DETACH); // …and detached from it
+    process.chdir('/');
+    mount(null, '/', null, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  } catch (e) {
+    throw new CoreJailError(`cannot give the core an empty root (${(e as Error).message}); --no-jail-core runs it without one, for debugging`);
+  }
+}
