@@ -28,7 +28,8 @@
 // driver seeing it used) as p50 / p99 / p99.9; the private memory of the
 // device process while it serves (guest-RAM memfd mapping excluded); and the
 // time from the launcher's spawn to the device's hello (ready), over
-// READY_STARTS starts. With --json (index.ts) the figures are one JSON line.
+// READY_STARTS starts, beside the time Node alone takes to start and exit
+// (`node --jitless -e 0`, as many starts, alternated): the floor of ready. With --json (index.ts) the figures are one JSON line.
 //
 //   npm run bench -- blk [--json]     or   node --import tsx scripts/bench/blk.ts [--json]
 //   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length;
@@ -271,24 +272,26 @@ async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: 
   }
 }
 
-/** Spawn-to-hello of a blk device process on an image, READY_STARTS times (ms). */
-async function readyTimes(parent: string): Promise<number[]> {
+/** Spawn-to-hello of a blk device process on an image, and spawn-to-exit of Node alone, READY_STARTS times each (ms). */
+async function readyTimes(parent: string): Promise<{ times: number[]; nodeAlone: number[] }> {
   const dir = fs.mkdtempSync(path.join(parent, 'splitvm-bench-blk-ready-'));
   const fd = fs.openSync(path.join(dir, 'disk.img'), 'w+');
   fs.ftruncateSync(fd, 64 * MiB);
   const times: number[] = [];
+  const nodeAlone: number[] = [];
   try {
     for (let i = 0; i < READY_STARTS; i++) {
       const t0 = performance.now();
       const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'warn', ...DEVICE });
       times.push(performance.now() - t0);
       await h.close();
+      nodeAlone.push((await runToEnd(process.execPath, ['--jitless', '-e', '0'], 'node -e 0')).ms);
     }
   } finally {
     fs.closeSync(fd);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return times;
+  return { times, nodeAlone };
 }
 
 function printResults(run: ImageRun): void {
@@ -369,7 +372,7 @@ export async function run(): Promise<Figures> {
       printResults(other);
     }
 
-    const ready = ONLY ? [NaN] : await readyTimes(mainDir);
+    const { times: ready, nodeAlone } = ONLY ? { times: [NaN], nodeAlone: [NaN] } : await readyTimes(mainDir);
     const m = main.memory;
     const mib = (k: number): string => fmt(k / 1024, 1);
     if (m) {
@@ -386,6 +389,7 @@ export async function run(): Promise<Figures> {
     }
     say();
     say(`ready (launcher spawn to hello, jailed, seccomp installed), ${READY_STARTS} starts: median ${fmt(median(ready), 1)} ms, min ${fmt(Math.min(...ready), 1)} ms`);
+    say(`  Node alone (node --jitless -e 0, spawn to exit), alternated with them: median ${fmt(median(nodeAlone), 1)} ms, min ${fmt(Math.min(...nodeAlone), 1)} ms`);
     say(`device counters at the end: ${JSON.stringify(main.stats)}`);
 
     const read1 = main.results.find((r) => r.c.name === '4k randread qd1')?.latencyUs ?? [];
@@ -398,6 +402,7 @@ export async function run(): Promise<Figures> {
       devicePssMiB: m ? round((m.pssKiB - m.memfd.pssKiB) / 1024, 1) : null,
       readyMs: round(median(ready), 1),
       readyMinMs: round(Math.min(...ready), 1),
+      nodeAloneMs: round(median(nodeAlone), 1),
       p50us: round(percentile(read1, 50), 0),
       p99us: round(percentile(read1, 99), 0),
       p999us: round(percentile(read1, 99.9), 0),

@@ -10,6 +10,7 @@ import {
   SCMP_ACT_LOG,
   SCMP_FLTATR_ACT_BADARCH,
   SCMP_FLTATR_CTL_NNP,
+  SCMP_FLTATR_CTL_OPTIMIZE,
   SCMP_FLTATR_CTL_TSYNC,
   SeccompFilter,
   scmpActErrno,
@@ -35,6 +36,7 @@ export function buildFilter(rules: readonly PolicyRule[], defaultAction: Default
     filter.attr(SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
     filter.attr(SCMP_FLTATR_CTL_TSYNC, scope === 'process' ? 1 : 0);
     filter.attr(SCMP_FLTATR_CTL_NNP, scope === 'process' ? 1 : 0);
+    filter.attr(SCMP_FLTATR_CTL_OPTIMIZE, 2);
     for (const rule of rules) {
       const action = rule.action.type === 'allow' ? SCMP_ACT_ALLOW : scmpActErrno(rule.action.errno);
       for (const cmps of rule.when ?? [[]]) {

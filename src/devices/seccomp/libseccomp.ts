@@ -11,6 +11,8 @@ export const scmpActErrno = (errno: number): number => (0x00050000 | (errno & 0x
 export const SCMP_FLTATR_ACT_BADARCH = 2;
 export const SCMP_FLTATR_CTL_NNP = 3;
 export const SCMP_FLTATR_CTL_TSYNC = 4;
+/** 2: the filter finds a system call by a binary search on its number, not a linear scan (libseccomp ≥ 2.5). */
+export const SCMP_FLTATR_CTL_OPTIMIZE = 8;
 
 /** enum scmp_compare */
 export const SCMP_CMP = { ne: 1, lt: 2, le: 3, eq: 4, ge: 5, gt: 6, masked_eq: 7 } as const;
