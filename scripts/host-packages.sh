@@ -3,7 +3,8 @@
 # host, and installs those missing (with sudo when not root). Run by
 # `npm start`, `npm test` and CI before anything else; when nothing is
 # missing it only asks dpkg and returns at once.
-#   runtime: bubblewrap (device jails), util-linux (prlimit), libseccomp2,
+#   runtime: bubblewrap (device jails), util-linux (prlimit; unshare for the
+#            launcher and passt of a core in its own namespace), libseccomp2,
 #            passt (--net user), iproute2
 #   guest build: build-essential bc bison flex libelf-dev libssl-dev cpio
 #            xz-utils linux-source-6.1 (scripts/guest/build-kernel.sh)

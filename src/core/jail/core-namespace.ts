@@ -48,7 +48,11 @@ export function enterCoreNamespace(): void {
   }
   for (const fd of [0, 1, 2]) fcntl(fd, F_SETFD, 0); // Node marks its stdio close-on-exec: the new image keeps it
   const env = Object.entries({ ...process.env, [MARK]: String(process.pid) }).map(([k, v]) => `${k}=${v ?? ''}`);
-  execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], env);
+  try {
+    execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], env);
+  } catch (e) {
+    throw new CoreJailError(`cannot re-execute the core in its own namespaces (${(e as Error).message})`);
+  }
 }
 
 /** Whether this process is a core in its own mount namespace. */
