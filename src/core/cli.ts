@@ -40,7 +40,7 @@ ${CORE_DEVICE_KINDS.map((k) => k.usage).join('\n')}
                      (default 65534, nobody; one pair per VM keeps tenants apart)
   --spare-devices    keep a spare process per device, ready to take its queues over the moment
                      the serving one dies (a restart in milliseconds; one more process's memory)
-  --no-jail-core     do not seal the core (no seccomp filter on it, no launcher): for debugging only
+  --no-jail-core     do not seal the core (no seccomp filter or namespaces of its own, no launcher): for debugging only
   --api-socket PATH  serve the control API (HTTP, JSON) on the UNIX socket PATH, mode 0600;
                      steer it with splitvm ctl PATH VERB or curl --unix-socket PATH
   --log-level L      fatal, error, warn, info, debug or trace (default warn)

@@ -33,7 +33,7 @@ blk and net serve the device to one vhost-user frontend at a time on the UNIX so
   --uid N, --gid N   the host ids the device process runs as when started as root (default 65534)
   --spare-devices    keep a spare device process, ready to take the rings over the moment the
                      serving one dies (needs a frontend with INFLIGHT_SHMFD, as QEMU's vhost-user-blk)
-  --no-jail-core     do not seal this process (no seccomp filter, no launcher): for debugging only
+  --no-jail-core     do not seal this process (no seccomp filter or namespaces of its own, no launcher): for debugging only
   --log-level L      fatal, error, warn, info, debug or trace (default info)`;
 
 const KINDS: Record<string, CoreDeviceKind<unknown>> = { blk: blkKind as CoreDeviceKind<unknown>, net: netKind as CoreDeviceKind<unknown> };
