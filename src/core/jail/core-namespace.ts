@@ -86,10 +86,11 @@ export function pivotToEmptyRoot(): void {
   if (!inside) return;
   const ours = mountNamespaceOf('self');
   const deadline = Date.now() + CHILD_WAIT_MS;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
   for (const pid of hostViewChildren) {
     for (let ns = mountNamespaceOf(pid); ns === ours; ns = mountNamespaceOf(pid)) {
       if (Date.now() > deadline) throw new CoreJailError(`child ${pid} did not leave the core's mount namespace in time`);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      Atomics.wait(nap, 0, 0, 1); // a millisecond: unshare(1) takes about that
     }
   }
   try {
