@@ -111,6 +111,8 @@ interface CaseResult {
   cLoop: number[];
   counters: DeviceResult;
   latencyUs?: number[];
+  /** The Node ceiling's own per-request latencies (depth 1): the host's tail, beside the device's. */
+  nodeLatencyUs?: number[];
 }
 
 interface Memory {
@@ -159,18 +161,19 @@ async function driveDevice(h: DeviceHarness, q: DriverQueue, slots: Slot[], c: C
 }
 
 /** The Node pread/pwrite ceiling: a child Node process with the device's I/O pool size, one run per request. */
-function startNodeCeiling(image: string): { run: (c: Case, ms: number) => Promise<number>; stop: () => Promise<void> } {
+function startNodeCeiling(image: string): { run: (c: Case, ms: number, latencies?: number[]) => Promise<number>; stop: () => Promise<void> } {
   const child = spawnTracked(process.execPath, ['--import', 'tsx', path.join(here, 'blk', 'direct.ts'), JSON.stringify({ image, imageBytes: IMAGE_BYTES })], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, UV_THREADPOOL_SIZE: String(IO_THREADS) },
   });
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   return {
-    async run(c, ms) {
-      child.stdin!.write(`${JSON.stringify({ op: c.op, bs: c.bs, depth: c.depth, random: c.random, ms })}\n`);
+    async run(c, ms, latencies) {
+      child.stdin!.write(`${JSON.stringify({ op: c.op, bs: c.bs, depth: c.depth, random: c.random, ms, latencies: latencies !== undefined })}\n`);
       const r = await lines.next();
       if (r.done) throw new BenchError('the Node pread/pwrite ceiling process ended early');
-      const x = JSON.parse(r.value as string) as { ops: number; seconds: number };
+      const x = JSON.parse(r.value as string) as { ops: number; seconds: number; latencyUs?: number[] };
+      if (latencies && x.latencyUs) for (const us of x.latencyUs) latencies.push(us);
       return x.ops / x.seconds;
     },
     async stop() {
@@ -249,14 +252,17 @@ async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: 
       await driveDevice(h, q!, slots, c, WARMUP_MS, { waitCall });
       await node.run(c, WARMUP_MS);
       const r: CaseResult = { c, device: [], node: [], cLoop: [], counters: { ops: 0, seconds: 0, errors: 0, kicks: 0, interrupts: 0, deviceCpuMs: 0, harnessCpuMs: 0 } };
-      if (full && c.depth === 1 && c.bs === 4096) r.latencyUs = [];
+      if (full && c.depth === 1 && c.bs === 4096) {
+        r.latencyUs = [];
+        r.nodeLatencyUs = [];
+      }
       for (let i = 0; i < rounds; i++) {
         const midway = full && c.name === `4k randread qd${MAX_DEPTH}` && i === 1 ? () => (memory = measureMemory(h!.pid)) : undefined;
         const d = await driveDevice(h, q!, slots, c, ROUND_MS, { waitCall, ...(midway ? { midway } : {}), ...(r.latencyUs ? { latencies: r.latencyUs } : {}) });
         if (d.errors) throw new BenchError(`${c.name}: ${d.errors} requests failed`);
         r.device.push(d.ops / d.seconds);
         for (const k of ['ops', 'seconds', 'kicks', 'interrupts', 'deviceCpuMs', 'harnessCpuMs'] as const) r.counters[k] += d[k];
-        r.node.push(await node.run(c, ROUND_MS));
+        r.node.push(await node.run(c, ROUND_MS, r.nodeLatencyUs));
         r.cLoop.push(await runCLoop(cLoop, image, c, ROUND_MS));
       }
       results.push(r);
@@ -337,6 +343,7 @@ function caseFigures(r: CaseResult): Figures {
     irqsPerReq: round(r.counters.interrupts / r.counters.ops, 3),
   };
   if (r.latencyUs) Object.assign(out, { p50us: round(percentile(r.latencyUs, 50), 0), p99us: round(percentile(r.latencyUs, 99), 0), p999us: round(percentile(r.latencyUs, 99.9), 0) });
+  if (r.nodeLatencyUs?.length) Object.assign(out, { nodeP50us: round(percentile(r.nodeLatencyUs, 50), 0), nodeP99us: round(percentile(r.nodeLatencyUs, 99), 0), nodeP999us: round(percentile(r.nodeLatencyUs, 99.9), 0) });
   return out;
 }
 
@@ -354,14 +361,16 @@ export async function run(): Promise<Figures> {
     printResults(main);
     const lat = main.results.filter((r) => r.latencyUs);
     say();
-    say('depth-1 latency, from publishing the request to the driver seeing it used (every request of every round):');
+    say('depth-1 latency (every request of every round): the device, from publishing the request to the driver seeing it used;');
+    say('the Node ceiling, from its pread/pwrite call to the answer (the same host, the same pool hop): the tail this host gives any Node I/O');
+    const latencyRow = (name: string, xs: number[]): (string | number)[] => {
+      const p50 = percentile(xs, 50);
+      const p99 = percentile(xs, 99);
+      return [name, fmt(xs.length), fmt(p50), fmt(p99), fmt(percentile(xs, 99.9)), fmt(p99 / p50, 2)];
+    };
     printTable(
       ['case', 'requests', 'p50 µs', 'p99 µs', 'p99.9 µs', 'p99 / p50'],
-      lat.map((r) => {
-        const p50 = percentile(r.latencyUs!, 50);
-        const p99 = percentile(r.latencyUs!, 99);
-        return [r.c.name, fmt(r.latencyUs!.length), fmt(p50), fmt(p99), fmt(percentile(r.latencyUs!, 99.9)), fmt(p99 / p50, 2)];
-      }),
+      lat.flatMap((r) => [latencyRow(`${r.c.name}, device`, r.latencyUs!), latencyRow(`${r.c.name}, Node ceiling`, r.nodeLatencyUs ?? [])]),
     );
 
     let other: ImageRun | undefined;
