@@ -11,7 +11,7 @@ export const MS_NODEV = 0x4;
 export const MS_NOEXEC = 0x8;
 export const MS_REMOUNT = 0x20;
 export const MS_REC = 0x4000;
-export const MS_PRIVATE = 0x40000;
+export const MS_SLAVE = 0x80000;
 export const MNT_DETACH = 0x2;
 const SYS_PIVOT_ROOT = 155;
 

@@ -8,13 +8,20 @@
 // for every thread, not only forbidden by seccomp. The children that need
 // the host's files after that — its launcher and passt — are started in a
 // mount namespace of their own (util-linux unshare), a copy the pivot does
-// not touch.
+// not touch. The namespaces' mounts are slaves of the host's: the host's
+// unmounts reach them, nothing mounted in them reaches the host.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import { execve, F_SETFD, fcntl } from '../../sys/libc.js';
-import { CLONE_NEWIPC, CLONE_NEWNS, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount, pivotRoot, umount2, unshare } from '../../sys/mounts.js';
+import { CLONE_NEWIPC, CLONE_NEWNS, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, mount, pivotRoot, umount2, unshare } from '../../sys/mounts.js';
+import { which } from '../../sys/paths.js';
 
-/** Set to its pid in the environment of the re-executed core: it is in its namespace. */
+/**
+ * In the environment of the re-executed core: its pid and the mount
+ * namespace it made, "PID:mnt:[N]". Believed only when both are still
+ * true, so a stray or forged value never makes the core pivot the root of
+ * a namespace it shares with others.
+ */
 const MARK = 'SPLITVM_CORE_NAMESPACE';
 /** Where the empty root is mounted before the pivot (any directory of the host's root would do). */
 const NEW_ROOT = '/tmp';
@@ -25,7 +32,9 @@ export class CoreJailError extends Error {}
 
 let inside = false;
 /** Children started with the host's view, which must have left the core's namespace before the pivot. */
-const hostViewChildren: number[] = [];
+const hostViewChildren = new Set<number>();
+/** util-linux unshare, found when the core enters its namespace. */
+let unshareTool = '';
 
 /**
  * Called first by a command that will seal the core. Started as root, the
@@ -35,24 +44,43 @@ const hostViewChildren: number[] = [];
 export function enterCoreNamespace(): void {
   const mark = process.env[MARK];
   delete process.env[MARK];
-  if (mark === String(process.pid)) {
+  if (process.getuid!() !== 0) return;
+  const found = which('unshare');
+  if (!found) throw new CoreJailError("util-linux's unshare is not installed (Debian package util-linux): the core's launcher needs it");
+  unshareTool = found;
+  const current = mountNamespaceOf('self');
+  // The host's init never shares the namespace the core made (unless the core is the init of a container).
+  if (mark !== undefined && mark === `${process.pid}:${current}` && (process.pid === 1 || current !== mountNamespaceOf(1))) {
     inside = true;
     return;
   }
-  if (process.getuid!() !== 0) return;
   try {
     unshare(CLONE_NEWNS | CLONE_NEWIPC);
-    mount(null, '/', null, MS_REC | MS_PRIVATE); // nothing mounted here reaches the host, nor the other way
+    mount(null, '/', null, MS_REC | MS_SLAVE); // nothing mounted here reaches the host
   } catch (e) {
     throw new CoreJailError(`cannot give the core a mount namespace of its own (${(e as Error).message}); --no-jail-core runs it without one, for debugging`);
   }
-  for (const fd of [0, 1, 2]) fcntl(fd, F_SETFD, 0); // Node marks its stdio close-on-exec: the new image keeps it
-  const env = Object.entries({ ...process.env, [MARK]: String(process.pid) }).map(([k, v]) => `${k}=${v ?? ''}`);
+  const made = mountNamespaceOf('self');
+  if (made === null) throw new CoreJailError('cannot read /proc/self/ns/mnt: the core needs /proc to enter its own namespaces');
+  // Node marks fds 0-15 close-on-exec at its start: the new image keeps its stdio and the fds its arguments name.
+  for (const fd of new Set([0, 1, 2, ...fdsNamedIn(process.argv)])) {
+    try {
+      fcntl(fd, F_SETFD, 0);
+    } catch {
+      // not open: the argument's own error comes after the re-execution
+    }
+  }
+  const env = Object.entries({ ...process.env, [MARK]: `${process.pid}:${made}` }).map(([k, v]) => `${k}=${v ?? ''}`);
   try {
     execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], env);
   } catch (e) {
     throw new CoreJailError(`cannot re-execute the core in its own namespaces (${(e as Error).message})`);
   }
+}
+
+/** The fds that arguments name as /dev/fd/N or /proc/self/fd/N (an image given as an open fd). */
+function fdsNamedIn(argv: readonly string[]): number[] {
+  return argv.flatMap((a) => [...a.matchAll(/\/(?:dev|proc\/self)\/fd\/(\d+)/g)].map((m) => Number(m[1])));
 }
 
 /** Whether this process is a core in its own mount namespace. */
@@ -63,8 +91,12 @@ export function inCoreNamespace(): boolean {
 /** Starts a child that keeps the host's files after the core's pivot: in a mount namespace of its own when the core has one. */
 export function spawnWithHostView(command: string, args: readonly string[], options: SpawnOptions): ChildProcess {
   if (!inside) return spawn(command, args, options);
-  const child = spawn('unshare', ['--mount', '--', command, ...args], options);
-  if (child.pid !== undefined) hostViewChildren.push(child.pid);
+  const child = spawn(unshareTool, ['--mount', '--propagation', 'unchanged', '--', command, ...args], options);
+  const pid = child.pid;
+  if (pid !== undefined) {
+    hostViewChildren.add(pid);
+    child.once('exit', () => hostViewChildren.delete(pid));
+  }
   return child;
 }
 
@@ -94,6 +126,7 @@ export function pivotToEmptyRoot(): void {
     }
   }
   try {
+    mount(null, '/', null, MS_REC | MS_SLAVE); // again: a pivot must never reach another namespace
     mount('tmpfs', NEW_ROOT, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, 'size=4k,nr_inodes=2,mode=0555');
     process.chdir(NEW_ROOT);
     pivotRoot('.', '.'); // the old root is stacked under the new one at "."…

@@ -143,8 +143,9 @@ function shutdown(): never {
   for (const p of settings.removeOnExit) fs.rmSync(p, { force: true });
   for (const pid of settings.endOnExit) {
     try {
-      // Only what it was (a pid may have been reused since): the helper's name, as passt's /proc/PID/comm.
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'passt') process.kill(pid, 'SIGTERM');
+      // Only what it was (a pid may have been reused since): the helper's name, as passt's /proc/PID/comm
+      // (passt re-executes itself as the build for this CPU, passt.avx2).
+      if (/^passt(\.|$)/.test(fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim())) process.kill(pid, 'SIGTERM');
     } catch {
       // already gone
     }
