@@ -227,7 +227,13 @@ export class Machine implements ControlTarget {
     // The vCPU threads have made their vCPUs (and loaded their code): the core seals itself, then each
     // vCPU thread stacks its own filter and runs the guest.
     await this.vcpus.ready;
-    if (config.sealCore) sealCore(config.seccomp, config.log, config.deviceIds);
+    try {
+      if (config.sealCore) sealCore(config.seccomp, config.log, config.deviceIds);
+    } catch (e) {
+      await this.vcpus.stop(); // never released, they leave without running the guest
+      await this.shutdownDevices();
+      throw e;
+    }
     this.vcpus.release(config.sealCore ? config.seccomp : undefined);
     const first = await Promise.race([
       this.stopRequested,

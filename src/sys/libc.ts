@@ -132,6 +132,19 @@ export const gettid = (): number => Number(syscall3(SYS_GETTID, 0, 0, 0));
 export const tgkill = (tgid: number, tid: number, sig: number): void =>
   void check('tgkill', syscall3(SYS_TGKILL, tgid, tid, sig));
 
+const sigfillset_ = libc.func('int sigfillset(void *set)');
+const sigdelset_ = libc.func('int sigdelset(void *set, int signo)');
+const pthreadSigmask_ = libc.func('int pthread_sigmask(int how, void *set, void *old)');
+const SIG_BLOCK = 0;
+/** Blocks every signal on the calling thread but `keep` (glibc's own internal signals stay deliverable). */
+export function blockSignalsExcept(keep: readonly number[]): void {
+  const set = Buffer.alloc(128); // sigset_t
+  check('sigfillset', sigfillset_(set));
+  for (const sig of keep) check('sigdelset', sigdelset_(set, sig));
+  const rc = pthreadSigmask_(SIG_BLOCK, set, null) as number; // returns the error number itself
+  if (rc !== 0) throw new SysError('pthread_sigmask', rc);
+}
+
 const prctl_ = libc.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
 export const prctl = (option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number =>
   check('prctl', prctl_(option, a2, a3, a4, a5));

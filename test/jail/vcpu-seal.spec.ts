@@ -5,20 +5,25 @@
 // signals, messages, garbage) and ends. The thread carries two filters and
 // every other thread one; a call the core may make but a vCPU thread may
 // not kills the process with SIGSYS when the vCPU thread makes it, and not
-// when the main thread does. (The real vCPU loop needs /dev/kvm; this host
-// may have none, so the thread is a stand-in running the same seal code.)
+// when the main thread does; so does its own run request on another fd than
+// its vCPU's; a SIGTERM sent to the thread itself waits, blocked, instead of
+// running Node's handler under the thread's filter. (The real vCPU loop
+// needs /dev/kvm; this host may have none, so the thread is a stand-in
+// running the same seal code, an eventfd standing for its vCPU's fd.)
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as libc from '../../src/sys/libc.js';
 
 const PROBE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'vcpu-probe.ts');
 
 interface ProbeRun { stdout: string; signal: NodeJS.Signals | null; status: number | null; filters: Map<number, number>; vcpu: number; main: number }
 
 /** Runs the probe until its thread runs sealed, reads each thread's filter count, then lets it make `call`. */
-async function probe(call: string): Promise<ProbeRun> {
+async function probe(call: string, signalThread?: NodeJS.Signals): Promise<ProbeRun> {
   const child = spawn(process.execPath, ['--import', 'tsx', PROBE, call], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -36,6 +41,7 @@ async function probe(call: string): Promise<ProbeRun> {
     const n = /^Seccomp_filters:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${m[1]}/task/${tid}/status`, 'utf8'));
     filters.set(Number(tid), Number(n![1]));
   }
+  if (signalThread) libc.tgkill(Number(m[1]), Number(m[2]), os.constants.signals[signalThread]);
   child.kill('SIGHUP');
   const [status, signal] = await ended;
   return { stdout, signal, status, filters, vcpu: Number(m[2]), main: Number(m[3]) };
@@ -59,7 +65,14 @@ describe('vCPU thread seal: the filter each vCPU thread stacks on the core’s',
     assert.match(r.stdout, /^survived /m);
   });
 
-  for (const call of ['memfd', 'ioctl-irqfd', 'eventfd']) {
+  it('a SIGTERM sent to the vCPU thread itself waits, blocked there, and the process goes on and ends normally', async () => {
+    const r = await probe('none', 'SIGTERM');
+    assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stdout}`);
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /^survived /m);
+  });
+
+  for (const call of ['memfd', 'ioctl-irqfd', 'eventfd', 'run-other-fd']) {
     it(`${call} from the vCPU thread kills the process with SIGSYS`, async () => {
       const r = await probe(call);
       assert.equal(r.signal, 'SIGSYS', `status ${r.status}, output ${r.stdout}`);

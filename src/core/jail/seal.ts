@@ -30,7 +30,7 @@ export function sealCore(mode: SeccompMode, log: Logger, ids?: HostIds): void {
   const rules = mode === 'off' ? [] : readPolicy('core', KVM_REQUESTS); // a file: read before the root goes
   pivotToEmptyRoot();
   if (ids && process.getuid!() === 0) {
-    // glibc applies these to every thread of the process (the vCPU threads, kicked out of KVM_RUN, go back in).
+    // glibc applies these to every thread of the process (the vCPU threads wait, not yet released, in Atomics.wait).
     process.setgroups!([]);
     process.setgid!(ids.gid);
     process.setuid!(ids.uid);

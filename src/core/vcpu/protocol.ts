@@ -1,7 +1,6 @@
 // What the main thread gives a vCPU worker at start, and what the worker
 // posts back (its thread id once running, and why its run loop ended).
 import type { CpuidEntry, RegName, Sregs } from '../kvm/abi.js';
-import type { PolicyRule } from '../../devices/seccomp/index.js';
 import type { MemoryRegion } from '../memory.js';
 
 export interface VcpuBootState {
@@ -17,8 +16,8 @@ export interface VcpuInit {
   /** Only the boot CPU has a boot state; the others wait for INIT/SIPI in the in-kernel LAPIC. */
   boot?: VcpuBootState;
   channel: Int32Array;
-  /** policies/vcpu.policy, parsed: the filter the thread stacks on itself once the core is sealed. */
-  threadPolicy: PolicyRule[];
+  /** policies/vcpu.policy's text: the thread parses it with its vCPU's fd, and stacks it on itself once the core is sealed. */
+  threadPolicy: string;
   /** Apply the software-KVM fixups (see quirks.ts). */
   quirks: boolean;
   /** Guest RAM, to read the instruction at RIP when the emulator fails. */

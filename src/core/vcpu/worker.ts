@@ -13,7 +13,7 @@ import { Vcpu } from '../kvm/vcpu.js';
 import { fixupFor, RFLAGS_AC } from '../quirks.js';
 import { dataBytes, exitSlot, Kind, Slot } from './exit-channel.js';
 import type { VcpuInit, VcpuMessage } from './protocol.js';
-import { sealThisVcpuThread } from './thread-seal.js';
+import { sealThisVcpuThread, vcpuThreadRules } from './thread-seal.js';
 
 const init = workerData as VcpuInit;
 const port = parentPort!;
@@ -35,8 +35,9 @@ function main(): void {
     for (const [name, value] of Object.entries(init.boot.regs)) regs[name as abi.RegName] = BigInt(value);
     vcpu.setRegs(regs);
   }
+  const rules = vcpuThreadRules(init.threadPolicy, vcpu.fd);
   post({ type: 'ready', tid: libc.gettid(), runAddr: vcpu.runAddr });
-  if (!sealThisVcpuThread(init.channel, init.threadPolicy)) post({ type: 'exit', reason: 'stopped', fixups: 0 });
+  if (!sealThisVcpuThread(init.channel, rules)) post({ type: 'exit', reason: 'stopped', fixups: 0 });
   else post(loop(vcpu));
 }
 
