@@ -12,6 +12,7 @@
 // unmounts reach them, nothing mounted in them reaches the host.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { execve, F_SETFD, fcntl } from '../../sys/libc.js';
 import { CLONE_NEWIPC, CLONE_NEWNS, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, mount, pivotRoot, umount2, unshare } from '../../sys/mounts.js';
 import { which } from '../../sys/paths.js';
@@ -33,8 +34,8 @@ export class CoreJailError extends Error {}
 let inside = false;
 /** Children started with the host's view, which must have left the core's namespace before the pivot. */
 const hostViewChildren = new Set<number>();
-/** util-linux unshare, found when the core enters its namespace. */
-let unshareTool = '';
+/** util-linux unshare, found when first needed. */
+let unshareTool: string | null = null;
 
 /**
  * Called first by a command that will seal the core. Started as root, the
@@ -45,9 +46,6 @@ export function enterCoreNamespace(): void {
   const mark = process.env[MARK];
   delete process.env[MARK];
   if (process.getuid!() !== 0) return;
-  const found = which('unshare');
-  if (!found) throw new CoreJailError("util-linux's unshare is not installed (Debian package util-linux): the core's launcher needs it");
-  unshareTool = found;
   const current = mountNamespaceOf('self');
   // The host's init never shares the namespace the core made (unless the core is the init of a container).
   if (mark !== undefined && mark === `${process.pid}:${current}` && (process.pid === 1 || current !== mountNamespaceOf(1))) {
@@ -91,6 +89,8 @@ export function inCoreNamespace(): boolean {
 /** Starts a child that keeps the host's files after the core's pivot: in a mount namespace of its own when the core has one. */
 export function spawnWithHostView(command: string, args: readonly string[], options: SpawnOptions): ChildProcess {
   if (!inside) return spawn(command, args, options);
+  unshareTool ??= which('unshare');
+  if (!unshareTool) throw new CoreJailError(`util-linux's unshare is not installed (Debian package util-linux): the core needs it to start ${path.basename(command)}`);
   const child = spawn(unshareTool, ['--mount', '--propagation', 'unchanged', '--', command, ...args], options);
   const pid = child.pid;
   if (pid !== undefined) {
