@@ -6,7 +6,10 @@
 // the quirk parameters it adds on a software-KVM host). QEMU is tried as
 // microvm and as pc, and the faster is measured. If QEMU cannot boot the
 // kernel here the reason is printed and splitvm's figure still is. Prints
-// medians and the ratio splitvm/QEMU (target ≤ 1.0); never fails on figures.
+// medians and the ratio splitvm/QEMU (target ≤ 1.0), and splitvm's boot
+// with its core unsealed (--no-jail-core) beside its default, sealed one:
+// what the seal, the core's namespaces and its launcher add to a boot.
+// Never fails on figures.
 import {
   BenchError, DEFAULT_CMDLINE, QEMU_FAILURE, defaultGuest, effectiveCmdline, ensureQemu, explainQemuFailure,
   hasPvhNote, killChild, median, printTable, qemuArgs, say, startQemu, startSplitvm, waitForLine,
@@ -21,11 +24,11 @@ const MEM_MIB = 128;
 const INIT_LINE = /Run \/init as init process/;
 const TIMEOUT_MS = 240_000;
 
-/** One splitvm boot; returns seconds from spawn to the /init line. */
-async function splitvmBoot(guest: GuestFiles): Promise<number> {
+/** One splitvm boot (sealed, or with --no-jail-core); returns seconds from spawn to the /init line. */
+async function splitvmBoot(guest: GuestFiles, sealed = true): Promise<number> {
   // The default guest's files, named explicitly: the same guest as a bare
   // `splitvm run --mem 128`, without timing the build script's cache check.
-  const vm = startSplitvm(['--mem', String(MEM_MIB), '--kernel', guest.kernel, '--initrd', guest.initrd]);
+  const vm = startSplitvm(['--mem', String(MEM_MIB), '--kernel', guest.kernel, '--initrd', guest.initrd, ...(sealed ? [] : ['--no-jail-core'])]);
   try {
     const seen = await waitForLine(vm.child, vm.t0, INIT_LINE, { timeoutMs: TIMEOUT_MS, what: 'splitvm' });
     return seen.ms / 1000;
@@ -108,9 +111,12 @@ export async function run(): Promise<Figures> {
   }
 
   const splitvm: number[] = [];
+  const unsealed: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     splitvm.push(await splitvmBoot(guest));
     say(`  splitvm run ${i + 1}/${RUNS}: ${splitvm[i]!.toFixed(2)} s`);
+    unsealed.push(await splitvmBoot(guest, false));
+    say(`  splitvm --no-jail-core run ${i + 1}/${RUNS}: ${unsealed[i]!.toFixed(2)} s`);
     if (qemu && qemu.times.length < RUNS) {
       const r = await qemuBoot(qemu.machine, guest, cmdline);
       if (!r.ok) throw new BenchError(`QEMU -M ${qemu.machine} booted once, then failed: ${r.reason}`);
@@ -120,7 +126,10 @@ export async function run(): Promise<Figures> {
   }
 
   const s = median(splitvm);
-  const rows: (string | number)[][] = [['splitvm', RUNS, s.toFixed(2), Math.min(...splitvm).toFixed(2), Math.max(...splitvm).toFixed(2)]];
+  const rows: (string | number)[][] = [
+    ['splitvm', RUNS, s.toFixed(2), Math.min(...splitvm).toFixed(2), Math.max(...splitvm).toFixed(2)],
+    ['splitvm --no-jail-core', RUNS, median(unsealed).toFixed(2), Math.min(...unsealed).toFixed(2), Math.max(...unsealed).toFixed(2)],
+  ];
   if (qemu) {
     rows.push([`QEMU -M ${qemu.machine}`, qemu.times.length, median(qemu.times).toFixed(2), Math.min(...qemu.times).toFixed(2), Math.max(...qemu.times).toFixed(2)]);
   } else {
@@ -128,7 +137,8 @@ export async function run(): Promise<Figures> {
   }
   say();
   printTable(['VMM', 'runs', 'median s', 'min s', 'max s'], rows);
-  const figures: Figures = { splitvmS: round(s), splitvmMinS: round(Math.min(...splitvm)), qemuMachine: qemu?.machine ?? null, qemuS: qemu ? round(median(qemu.times)) : null };
+  say(`the seal's cost to a boot, sealed against --no-jail-core: ${(s - median(unsealed)).toFixed(2)} s (${((100 * (s - median(unsealed))) / median(unsealed)).toFixed(1)}%)`);
+  const figures: Figures = { splitvmS: round(s), splitvmMinS: round(Math.min(...splitvm)), unsealedS: round(median(unsealed)), qemuMachine: qemu?.machine ?? null, qemuS: qemu ? round(median(qemu.times)) : null };
   if (qemu) {
     const ratio = s / median(qemu.times);
     say(`ratio splitvm/QEMU: ${ratio.toFixed(3)} (target ≤ 1.0: ${ratio <= 1.0 ? 'met' : 'not met'})`);
