@@ -1,9 +1,9 @@
 // The main thread's side of the vCPUs: starts one worker thread per vCPU,
 // lets them run once the core is sealed (each then seals itself:
 // thread-seal.ts), answers their port and MMIO exits from the buses, pauses
-// and resumes them (PAUSE flag), and stops them (STOP flag); both kick each thread out of
-// KVM_RUN with immediate_exit + a signal, since a worker cannot be
-// terminated while it sits in KVM_RUN. Reads their exit counts.
+// and resumes them (PAUSE flag), and stops them (STOP flag); both kick each
+// thread out of KVM_RUN with immediate_exit + a signal, since a worker
+// cannot be terminated while it sits in KVM_RUN. Reads their exit counts.
 import { constants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as libc from '../../sys/libc.js';
