@@ -1,10 +1,11 @@
 // The vCPU thread: creates its vCPU, sets its boot state, waits for the
 // main thread's release (sealing itself with its own filter if the core is
 // sealed: thread-seal.ts), and loops on KVM_RUN. Port and MMIO exits go to
-// the main thread's device model through the exit channel; the POST-code port is absorbed here; emulation failures
-// are fixed up here on a software-KVM host. The main thread stops the loop
-// with the channel's STOP flag, immediate_exit and a signal (tgkill), and
-// pauses it the same way with PAUSE: the thread then waits out of KVM_RUN.
+// the main thread's device model through the exit channel; the POST-code
+// port is absorbed here; emulation failures are fixed up here on a
+// software-KVM host. The main thread stops the loop with the channel's STOP
+// flag, immediate_exit and a signal (tgkill), and pauses it the same way
+// with PAUSE: the thread then waits out of KVM_RUN.
 import { parentPort, workerData } from 'node:worker_threads';
 import * as libc from '../../sys/libc.js';
 import * as abi from '../kvm/abi.js';
