@@ -151,7 +151,7 @@ export class Machine implements ControlTarget {
     try {
       dev = await VirtioDeviceProcess.start({
         name, kind, numQueues: backend.numQueues, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-        memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe, ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
+        ...(backend.stateBytes ? { stateBytes: backend.stateBytes } : {}), memory: this.memory, jail: config.jail, seccomp: config.seccomp, logLevel: config.log.level, log: config.log, replacement: 'resume', describe: backend.describe, ...(config.deviceIds ? { hostIds: config.deviceIds } : {}),
         ...(this.launcher ? { launcher: this.launcher } : {}), spare: config.spareDevices === true,
       });
     } catch (e) {

@@ -78,6 +78,8 @@ export interface BackendContext<O> {
   /** Guest RAM, mapped. */
   memory: GuestMemory;
   log: Logger;
+  /** The kind's state in the core's in-flight file, which outlives this process (contract.ts), when the core gave it room. */
+  state?: DataView;
 }
 
 export interface DeviceKindModule<O = unknown> {

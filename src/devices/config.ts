@@ -29,7 +29,7 @@ export interface DeviceConfig {
   /** The kind's own options (config[kind] in the JSON), checked by its module (kinds.ts). */
   options: unknown;
   /** The in-flight record file (contract.ts: after the queues' fds) and its size in bytes. */
-  inflight?: { size: number };
+  inflight?: { size: number; stateOffset?: number };
   /**
    * This process replaces one that died: it resumes each queue at the used
    * index and answers every request with the device's error.
@@ -89,10 +89,13 @@ export function parseDeviceConfig(json: string | undefined): DeviceConfig {
   if (probe !== undefined) config.testAttemptAfterJail = probe as JailProbe;
   if (c.inflight !== undefined) {
     const i = c.inflight as Record<string, unknown>;
-    if (typeof i !== 'object' || i === null || typeof i.size !== 'number' || !Number.isSafeInteger(i.size) || i.size <= 0 || i.size > 64 * 1024 * 1024 || Object.keys(i).length !== 1) {
-      throw new ConfigError('device config: inflight must be { size } with a size of 1 byte to 64 MiB');
+    if (typeof i !== 'object' || i === null || typeof i.size !== 'number' || !Number.isSafeInteger(i.size) || i.size <= 0 || i.size > 64 * 1024 * 1024 || Object.keys(i).some((k) => k !== 'size' && k !== 'stateOffset')) {
+      throw new ConfigError('device config: inflight must be { size, stateOffset? } with a size of 1 byte to 64 MiB');
     }
-    config.inflight = { size: i.size };
+    if (i.stateOffset !== undefined && (typeof i.stateOffset !== 'number' || !Number.isSafeInteger(i.stateOffset) || i.stateOffset <= 0 || i.stateOffset >= i.size || i.stateOffset % 8 !== 0)) {
+      throw new ConfigError('device config: inflight.stateOffset must be a multiple of 8 within the file');
+    }
+    config.inflight = { size: i.size, ...(i.stateOffset !== undefined ? { stateOffset: i.stateOffset as number } : {}) };
   }
   if (c.failed !== undefined) {
     if (typeof c.failed !== 'boolean') throw new ConfigError('device config: failed must be a boolean');

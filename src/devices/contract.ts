@@ -13,6 +13,7 @@
 //   6 + 2i  queue i's kick eventfd (the ioeventfd KVM writes on a queue notify)
 //   7 + 2i  queue i's call eventfd (the irqfd this process writes to interrupt)
 //   6 + 2n  (n queues) the in-flight record file, when the config has `inflight`
+//           (the queues' records, then the kind's own state from inflight.stateOffset)
 export const FD_LOG = 2;
 export const FD_CONTROL = 3;
 export const FD_MEMORY = 4;

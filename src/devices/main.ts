@@ -83,6 +83,7 @@ async function main(): Promise<void> {
   let memory: GuestMemory;
   let backend: DeviceBackend;
   let inflight: DataView | null = null;
+  let state: DataView | undefined;
   const kind = deviceKind(config.kind)!; // parseDeviceConfig checked it
   try {
     memory = GuestMemory.map(FD_MEMORY, config.regions);
@@ -90,8 +91,10 @@ async function main(): Promise<void> {
       const { size } = config.inflight;
       if (fs.fstatSync(inflightFd(config.numQueues)).size < size) throw new Error('the in-flight file is smaller than its size');
       inflight = new DataView(libc.view(libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, inflightFd(config.numQueues)), size));
+      const at = config.inflight.stateOffset;
+      if (at !== undefined) state = new DataView(inflight.buffer, inflight.byteOffset + at, size - at);
     }
-    backend = kind.createBackend({ fd: FD_BACKEND, options: config.options, numQueues: config.numQueues, memory, log });
+    backend = kind.createBackend({ fd: FD_BACKEND, options: config.options, numQueues: config.numQueues, memory, log, ...(state ? { state } : {}) });
   } catch (e) {
     fatal(log, `device setup failed: ${(e as Error).message}`);
   }

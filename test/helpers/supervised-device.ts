@@ -29,7 +29,7 @@ export async function superviseDevice(
   const memory = GuestMemory.create(16 * MiB);
   const dev = await VirtioDeviceProcess.start({
     name: opts.name, kind: opts.kind, numQueues: 1, backendFd: backend.fd, options: backend.options, fileSizeLimit: backend.fileSizeLimit,
-    memory, jail: true, seccomp: 'enforce', logLevel: 'info', log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
+    ...(backend.stateBytes ? { stateBytes: backend.stateBytes } : {}), memory, jail: true, seccomp: 'enforce', logLevel: 'info', log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
     writeLog: (l) => lines.push(l), replacement: opts.replacement, spare: opts.spare, hostIds: opts.hostIds,
   });
   const view = DeviceView.map(memory.fd, memory.regions);

@@ -1,9 +1,10 @@
 // The core's supervisor restarting a real jailed 9p device process that dies
-// (replacement 'resume'): the fids the dead process held are host state
-// that died with it (open files, walked paths), so the new process answers
-// a request on any of them with Rlerror EBADF — the documented errno — and
-// serves a fresh attach at once; it never answers for the old fid with
-// another file. The test plays the guest's 9p client over the queue.
+// (replacement 'resume'): the new process takes the dead one's fids over
+// from the fid journal in the core's in-flight file — an open file reads on
+// where it was, a walked fid walks on, the negotiated msize holds — and a
+// fid whose file went away meanwhile gets Rlerror EBADF, the documented
+// errno; it never answers for an old fid with another file. The test plays
+// the guest's 9p client over the queue.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,6 +17,8 @@ import { superviseDevice } from '../helpers/supervised-device.js';
 
 const EBADF = 9;
 const MSIZE = 64 * 1024;
+const O_WRONLY = 1;
+const O_APPEND = 0o2000;
 
 describe('device supervisor: a 9p device process that dies', function () {
   this.timeout(60000);
@@ -25,6 +28,10 @@ describe('device supervisor: a 9p device process that dies', function () {
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splitvm-restart-p9-'));
     fs.writeFileSync(path.join(dir, 'hello'), 'hello from the host\n');
+    fs.writeFileSync(path.join(dir, 'log'), 'first\n');
+    fs.writeFileSync(path.join(dir, 'gone'), 'soon removed\n');
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(path.join(dir, 'sub', 'inner'), 'inner file\n');
   });
 
   after(async () => {
@@ -32,7 +39,7 @@ describe('device supervisor: a 9p device process that dies', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('answers EBADF for the fids of before its death, and serves a new attach', async () => {
+  it('its successor takes the fids over (open files, walked fids), and answers EBADF for a fid whose file went away', async () => {
     const backend = await p9Kind.open({ path: dir, tag: 'share0', readOnly: false }, { index: 0, vmName: 'test', log: pino({ level: 'silent' }) });
     const s = await superviseDevice(backend, { name: 'p90', kind: 'p9', queueSize: 64, replacement: 'resume' });
     dev = s.dev;
@@ -44,21 +51,39 @@ describe('device supervisor: a 9p device process that dies', function () {
     await c.walk(1, 2, ['hello']);
     await c.lopen(2, 0);
     assert.equal(Buffer.from(await c.read(2, 0, 100)).toString(), 'hello from the host\n');
+    await c.walk(1, 3, ['log']);
+    await c.lopen(3, O_WRONLY | O_APPEND);
+    await c.walk(1, 4, ['gone']);
+    await c.walk(1, 5, ['sub']);
+    await c.walk(1, 6, ['hello']);
+    await c.clunk(6); // clunked before the death: stays unknown after it
 
+    fs.rmSync(path.join(dir, 'gone'));
     const pid = dev.pid;
     process.kill(pid, 'SIGKILL');
     for (let i = 0; dev.pid === pid || dev.state !== 'running'; i++) {
       assert.ok(i < 200, 'no successor within 10 s');
       await new Promise((r) => setTimeout(r, 50));
     }
-    await assert.rejects(c.read(2, 0, 100), (e: unknown) => e instanceof P9ClientError && e.errno === EBADF, 'an open fid of the dead process');
-    await assert.rejects(c.walk(1, 3, ['hello']), (e: unknown) => e instanceof P9ClientError && e.errno === EBADF, 'the root fid of the dead process');
+    assert.equal(Buffer.from(await c.read(2, 6, 100)).toString(), 'from the host\n', 'an open fid reads on');
+    await c.write(3, 0, Buffer.from('second\n'));
+    assert.equal(fs.readFileSync(path.join(dir, 'log'), 'utf8'), 'first\nsecond\n', 'a file open for appending appends (and was not truncated)');
+    await c.walk(5, 7, ['inner']);
+    await c.lopen(7, 0);
+    assert.equal(Buffer.from(await c.read(7, 0, 100)).toString(), 'inner file\n', 'a walked directory fid walks on');
+    await c.walk(1, 8, ['hello']);
+    await assert.rejects(c.lopen(4, 0), (e: unknown) => e instanceof P9ClientError && e.errno === EBADF, 'the fid of a file removed meanwhile');
+    await assert.rejects(c.read(6, 0, 10), (e: unknown) => e instanceof P9ClientError && e.errno === EBADF, 'a fid clunked before the death');
+    assert.equal(dev.restarts, 1);
+    assert.deepEqual(failures, [], 'the device is not failed');
+    assert.ok(s.lines.some((l) => /took over the fids of a dead predecessor/.test(l) && /"kept":4/.test(l) && /"dropped":1/.test(l)), 'the successor logs what it took over');
+
+    // A fresh session still works, and forgets the old fids.
     await c.version(MSIZE);
+    await assert.rejects(c.read(2, 0, 10), (e: unknown) => e instanceof P9ClientError && e.errno === EBADF, 'Tversion ends the session');
     await c.attach(1);
     await c.walk(1, 2, ['hello']);
     await c.lopen(2, 0);
-    assert.equal(Buffer.from(await c.read(2, 0, 100)).toString(), 'hello from the host\n', 'a fresh attach is served');
-    assert.equal(dev.restarts, 1);
-    assert.deepEqual(failures, [], 'the device is not failed: only its fids are gone');
+    assert.equal(Buffer.from(await c.read(2, 0, 100)).toString(), 'hello from the host\n');
   });
 });

@@ -20,6 +20,8 @@ export interface OpenedBackend {
   classCode: number;
   /** RLIMIT_FSIZE for the jailed process (a disk image must not grow). */
   fileSizeLimit?: number;
+  /** Bytes of state the device keeps in the core's in-flight file, after its queues' records, for a successor (9p: its fids). */
+  stateBytes?: number;
   /** For the log line and the operator: what this device serves. */
   describe: Record<string, unknown>;
   /** Ends what the core started for this backend besides the fd (e.g. passt); called once at shutdown. */

@@ -1,6 +1,7 @@
 // virtio-9p, core side: --share HOST_DIR[,tag=TAG][,ro]. The core opens the
 // folder O_PATH|O_DIRECTORY and passes only that fd; the device looks up
 // everything beneath it and opens nothing else. Default tags: share0, share1, …
+import { P9_JOURNAL_BYTES } from '../../devices/p9/journal.js';
 import * as libc from '../../sys/libc.js';
 import { VIRTIO_9P_PCI_CLASS, VIRTIO_ID_9P, tagProblem } from '../../devices/p9/config-space.js';
 import { DeviceStartError } from '../supervisor/device-process.js';
@@ -64,6 +65,7 @@ export const p9Kind: CoreDeviceKind<ShareSpec> = {
       virtioId: VIRTIO_ID_9P,
       classCode: VIRTIO_9P_PCI_CLASS,
       describe: { share: spec.path, tag: spec.tag, readOnly: spec.readOnly },
+      stateBytes: P9_JOURNAL_BYTES,
     };
   },
 };

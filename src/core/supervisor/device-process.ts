@@ -47,6 +47,8 @@ export interface DeviceProcessOptions {
   fileSizeLimit?: number;
   /** The in-flight record file the device keeps its queues' records in (vhost-user's INFLIGHT_SHMFD); passed after the queues' fds. Owned by the caller. */
   inflight?: { fd: number; size: number };
+  /** With replacement 'resume' and no `inflight`: bytes of the kind's own state after the queues' records in the file this object makes (OpenedBackend.stateBytes). */
+  stateBytes?: number;
   /**
    * After a death: 'resume' starts a device that serves normally and takes
    * the queues over where the dead one was, from the in-flight record this
@@ -166,8 +168,8 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.kickFds = opts.queueFds?.kick ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC));
     this.callFds = opts.queueFds?.call ?? Array.from({ length: opts.numQueues }, () => libc.eventfd(libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
     if (opts.replacement === 'resume' && !opts.inflight) {
-      // One record slot per queue, sized for the largest queue (the file is sparse).
-      const size = opts.numQueues * INFLIGHT_SLOT_BYTES;
+      // One record slot per queue, sized for the largest queue, then the kind's state (the file is sparse).
+      const size = opts.numQueues * INFLIGHT_SLOT_BYTES + (opts.stateBytes ?? 0);
       const fd = libc.memfdCreate(`splitvm-inflight-${opts.name}`);
       libc.ftruncate(fd, size);
       this.ownInflight = { fd, size };
@@ -243,7 +245,7 @@ export class VirtioDeviceProcess implements DeviceLink {
     const proc = await (opts.launcher ? (o: LaunchOptions) => opts.launcher!.launch(o) : launchDevice)({
       name: opts.name,
       kind: opts.kind,
-      config: { ...opts.extraConfig, ...(inflight ? { inflight: { size: inflight.size } } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
+      config: { ...opts.extraConfig, ...(inflight ? { inflight: this.inflightConfig(inflight) } : {}), [opts.kind]: opts.options, regions: opts.memory.regions, numQueues: opts.numQueues, logLevel: opts.logLevel, ...(this.failed ? { failed: true } : {}) },
       fds,
       jail: opts.jail,
       seccomp: opts.seccomp,
@@ -378,6 +380,11 @@ export class VirtioDeviceProcess implements DeviceLink {
 
   private get inflight(): { fd: number; size: number } | null {
     return this.opts.inflight ?? this.ownInflight;
+  }
+
+  /** The device's view of the in-flight file: its size, and where the kind's state starts in a file this object made. */
+  private inflightConfig(inflight: { size: number }): { size: number; stateOffset?: number } {
+    return this.ownInflight && this.opts.stateBytes ? { size: inflight.size, stateOffset: this.opts.numQueues * INFLIGHT_SLOT_BYTES } : { size: inflight.size };
   }
 
   /** Counts a restart now; false once RESTART_BUDGET restarts fall within its window. */

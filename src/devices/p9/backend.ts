@@ -10,6 +10,7 @@ import type { DeviceBackend } from '../backend.js';
 import { QueueError, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from '../virtio/queue.js';
 import { VIRTIO_9P_MOUNT_TAG, encodeConfig } from './config-space.js';
 import { E, HEADER, MAX_MSIZE, RLERROR, RREAD_HEADER, T, TWRITE_HEADER } from './protocol.js';
+import type { FidJournal } from './journal.js';
 import { P9Session, type Exchange } from './session.js';
 import { Share } from './share.js';
 import { finish, reply } from './wire.js';
@@ -73,9 +74,10 @@ export class P9Backend implements DeviceBackend {
   constructor(
     rootFd: number,
     private readonly opts: P9Options,
-    log: Logger,
+    private readonly log: Logger,
+    journal?: FidJournal,
   ) {
-    this.session = new P9Session(new Share(rootFd, opts.readOnly), log);
+    this.session = new P9Session(new Share(rootFd, opts.readOnly), log, journal);
   }
 
   config(): Uint8Array {
@@ -84,9 +86,16 @@ export class P9Backend implements DeviceBackend {
   configWrite(): void {
     // the mount tag is read-only
   }
-  /** A driver (re)starting the device starts a new session: every fid of the last one is clunked. */
+  /**
+   * A driver (re)starting the device starts a new session: every fid of the
+   * last one is clunked. A process taking over from a dead one finds its
+   * fids in the journal and takes them over (after a driver's reset the
+   * core has cleared the journal: nothing to take).
+   */
   activate(): void {
     this.session.close();
+    const { kept, dropped } = this.session.takeOver();
+    if (kept + dropped > 0) this.log.info({ kept, dropped }, 'took over the fids of a dead predecessor');
   }
 
   describe(): Record<string, unknown> {

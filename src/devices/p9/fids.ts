@@ -3,8 +3,11 @@
 // MAX_OPEN_FIDS open ones per client, the next gets EMFILE. An open file is
 // reference-counted, so that a clunk while a read or write is still running
 // on libuv's pool closes the fd only once that I/O is done: the fd number
-// cannot be reused under a request in flight.
+// cannot be reused under a request in flight. With a journal (journal.ts),
+// the fids a request changed are written to it once the request is
+// handled (flush), so a successor can take them over after a death.
 import * as libc from '../../sys/libc.js';
+import type { FidJournal } from './journal.js';
 import { E, MAX_FIDS, MAX_OPEN_FIDS, P9Error } from './protocol.js';
 import type { Path } from './share.js';
 import type { Qid } from './wire.js';
@@ -14,6 +17,8 @@ export class OpenFile {
   constructor(
     readonly fd: number,
     readonly isDir: boolean,
+    /** The client's open flags (what a successor reopens it with). */
+    readonly flags: number,
   ) {}
   hold(): this {
     this.refs++;
@@ -35,6 +40,10 @@ export interface Fid {
 export class FidTable {
   private readonly fids = new Map<number, Fid>();
   private openCount = 0;
+  /** Fids added, changed or clunked since the last flush. */
+  private readonly dirty = new Set<number>();
+
+  constructor(private readonly journal?: FidJournal) {}
 
   get size(): number {
     return this.fids.size;
@@ -58,12 +67,14 @@ export class FidTable {
     if (this.fids.has(fid)) throw new P9Error(E.BADF, `fid ${fid} is in use`);
     if (this.fids.size >= MAX_FIDS) throw new P9Error(E.MFILE, 'too many fids');
     this.fids.set(fid, f);
+    this.dirty.add(fid);
   }
 
   /** Replaces fid (a walk onto itself). */
   replace(fid: number, f: Fid): void {
     this.clunk(fid);
     this.fids.set(fid, f);
+    this.dirty.add(fid);
   }
 
   /** Throws EMFILE when this client may not open one more file. */
@@ -71,16 +82,18 @@ export class FidTable {
     if (this.openCount >= MAX_OPEN_FIDS) throw new P9Error(E.MFILE, 'too many open fids');
   }
 
-  /** Makes `f` own the open fd (canOpen was checked). */
-  setOpen(f: Fid, fd: number, isDir: boolean): void {
-    f.open = new OpenFile(fd, isDir);
+  /** Makes fid `fid` (whose entry is `f`) own the open fd, opened with the client's `flags` (canOpen was checked). */
+  setOpen(fid: number, f: Fid, fd: number, isDir: boolean, flags: number): void {
+    f.open = new OpenFile(fd, isDir, flags);
     this.openCount++;
+    this.dirty.add(fid);
   }
 
   clunk(fid: number): void {
     const f = this.fids.get(fid);
     if (!f) throw new P9Error(E.BADF, `no fid ${fid}`);
     this.fids.delete(fid);
+    this.dirty.add(fid);
     if (f.open) {
       this.openCount--;
       f.open.release();
@@ -89,9 +102,23 @@ export class FidTable {
 
   /** After a rename: every fid at or below `from` now names the same file at `to`. */
   renamed(from: Path, to: Path): void {
-    for (const f of this.fids.values()) {
-      if (f.path.length >= from.length && from.every((c, i) => f.path[i] === c)) f.path = [...to, ...f.path.slice(from.length)];
+    for (const [fid, f] of this.fids) {
+      if (f.path.length >= from.length && from.every((c, i) => f.path[i] === c)) {
+        f.path = [...to, ...f.path.slice(from.length)];
+        this.dirty.add(fid);
+      }
     }
+  }
+
+  /** Writes the fids changed since the last flush to the journal (an xattr fid is never kept). */
+  flush(): void {
+    if (!this.journal) return this.dirty.clear();
+    for (const fid of this.dirty) {
+      const f = this.fids.get(fid);
+      if (f && !f.xattr) this.journal.record(fid, f.path, f.open?.flags);
+      else this.journal.forget(fid);
+    }
+    this.dirty.clear();
   }
 
   clear(): void {

@@ -1,8 +1,10 @@
 // virtio-9p as a device kind: its options ({ tag, readOnly }) and its backend
-// on the share's root directory fd, which the core opened.
+// on the share's root directory fd, which the core opened, with its fid
+// journal in the state the core keeps for it (journal.ts).
 import type { DeviceKindModule } from '../backend.js';
 import { P9Backend, type P9Options } from './backend.js';
 import { tagProblem } from './config-space.js';
+import { FidJournal } from './journal.js';
 
 export function parseP9Options(raw: unknown): P9Options {
   if (typeof raw !== 'object' || raw === null) throw new Error('p9 must be an object');
@@ -18,5 +20,5 @@ export function parseP9Options(raw: unknown): P9Options {
 export const p9Kind: DeviceKindModule<P9Options> = {
   kind: 'p9',
   parseOptions: parseP9Options,
-  createBackend: ({ fd, options, log }) => new P9Backend(fd, options, log),
+  createBackend: ({ fd, options, log, state }) => new P9Backend(fd, options, log, state ? new FidJournal(state) : undefined),
 };

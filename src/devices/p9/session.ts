@@ -5,10 +5,13 @@
 // move their data straight between the transport's buffers and the file
 // (io.ts); everything else is a few synchronous system calls. A malformed
 // message gets Rlerror(EINVAL); a bug in a handler gets Rlerror(EIO) and a
-// log line, never a crash.
+// log line, never a crash. With a fid journal (journal.ts) the fids each
+// request changed are recorded once it is handled, and a successor takes
+// over those of a dead predecessor (takeOver).
 import type { Logger } from 'pino';
 import * as libc from '../../sys/libc.js';
 import { FidTable, type Fid } from './fids.js';
+import type { FidJournal } from './journal.js';
 import { readInto, writeFrom } from './io.js';
 import * as P from './protocol.js';
 import { E, P9Error, T } from './protocol.js';
@@ -38,14 +41,17 @@ const DT_LNK = 10;
 const FLOCK_BYTES = 32;
 
 export class P9Session {
-  private readonly fids = new FidTable();
+  private readonly fids: FidTable;
   private msize = P.MIN_MSIZE;
   readonly counters = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
 
   constructor(
     private readonly share: Share,
     private readonly log: Logger | undefined,
-  ) {}
+    private readonly journal?: FidJournal,
+  ) {
+    this.fids = new FidTable(journal);
+  }
 
   get fidCount(): number {
     return this.fids.size;
@@ -57,6 +63,46 @@ export class P9Session {
   /** Ends the session: every fid is clunked (open files closed once their I/O is done). */
   close(): void {
     this.fids.clear();
+    this.fids.flush();
+  }
+
+  /**
+   * Takes over the fids a dead predecessor left in the journal: each path's
+   * names are checked and looked up beneath the share's root as a walk's
+   * are, and an open fid is opened again with its access mode (and
+   * O_APPEND). A fid that cannot be (its file is gone, or is no longer what
+   * may be opened, or the journal was garbage) is dropped: the client gets
+   * EBADF for it, as for any fid the device does not know. Returns how many
+   * were taken over and dropped.
+   */
+  takeOver(): { kept: number; dropped: number } {
+    if (!this.journal) return { kept: 0, dropped: 0 };
+    const { msize, entries } = this.journal.takeOver();
+    if (msize !== null) this.msize = msize;
+    let kept = 0;
+    for (const e of entries) {
+      try {
+        const path = e.path.reduce<string[]>((p, name) => childPath(p, name), []);
+        const f: Fid = { path, qid: qidOf(this.share.stat(path)) };
+        this.fids.add(e.fid, f);
+        if (e.openFlags !== undefined) {
+          try {
+            this.fids.canOpen();
+            const { fd, stat } = this.share.open(path, e.openFlags);
+            this.fids.setOpen(e.fid, f, fd, fileType(stat.mode) === libc.S_IFDIR, e.openFlags);
+            f.qid = qidOf(stat);
+          } catch (err) {
+            this.fids.clunk(e.fid);
+            throw err;
+          }
+        }
+        kept++;
+      } catch {
+        this.journal.forget(e.fid);
+      }
+    }
+    this.fids.flush();
+    return { kept, dropped: entries.length - kept };
   }
 
   /** Answers one message. Never rejects. */
@@ -70,8 +116,10 @@ export class P9Session {
       const r = new Reader(m, P.HEADER);
       const out = await this.dispatch(type, tag, r, ex);
       if (out.bytes.length + out.dataBytes > ex.replyCapacity) throw new P9Error(E.RANGE, 'reply larger than the buffers given for it');
+      this.fids.flush();
       return out;
     } catch (e) {
+      this.fids.flush(); // a failed request may have clunked (Tremove)
       this.counters.errors++;
       let errno: number = E.IO;
       if (e instanceof P9Error) errno = e.errno;
@@ -122,7 +170,9 @@ export class P9Session {
     const version = r.str();
     if (asked < P.MIN_MSIZE) throw new P9Error(E.INVAL, `msize ${asked} is below ${P.MIN_MSIZE}`);
     this.fids.clear();
+    this.fids.flush();
     this.msize = Math.min(asked, P.MAX_MSIZE);
+    this.journal?.reset(this.msize);
     return w.u32(this.msize).str(version.startsWith(P.VERSION_9P2000_L) ? P.VERSION_9P2000_L : 'unknown');
   }
 
@@ -239,18 +289,20 @@ export class P9Session {
   }
 
   private lopen(w: Writer, r: Reader): Writer {
-    const f = this.fids.get(r.u32());
+    const fid = r.u32();
+    const f = this.fids.get(fid);
     const flags = r.u32();
     if (f.open || f.xattr) throw new P9Error(E.BADF, 'fid already open');
     this.fids.canOpen();
     const { fd, stat } = this.share.open(f.path, flags);
-    this.fids.setOpen(f, fd, fileType(stat.mode) === libc.S_IFDIR);
+    this.fids.setOpen(fid, f, fd, fileType(stat.mode) === libc.S_IFDIR, flags);
     f.qid = qidOf(stat);
     return w.qid(f.qid).u32(0);
   }
 
   private lcreate(w: Writer, r: Reader): Writer {
-    const f = this.fids.get(r.u32());
+    const fid = r.u32();
+    const f = this.fids.get(fid);
     const name = r.str();
     const flags = r.u32();
     const mode = r.u32();
@@ -259,8 +311,8 @@ export class P9Session {
     this.fids.canOpen();
     const path = childPath(f.path, name);
     const { fd, stat } = this.share.create(f.path, name, flags, mode);
-    this.fids.setOpen(f, fd, false);
     f.path = path;
+    this.fids.setOpen(fid, f, fd, false, flags & ~(libc.O_CREAT | libc.O_TRUNC | libc.O_EXCL));
     f.qid = qidOf(stat);
     return w.qid(f.qid).u32(0);
   }
