@@ -465,11 +465,15 @@ export class VirtioDeviceProcess implements DeviceLink {
     this.send({ type: 'activate', features, queues });
   }
 
-  /** After a reset the driver sets its queues up anew: what was recorded of the old ones must not be taken again. */
+  /**
+   * After a reset the driver sets its queues up anew: what was recorded of
+   * the old ones (and a kind's state) must not be taken again. The file is
+   * zeroed in place (a punched hole), never shrunk: the device may still be
+   * writing to its mapping, and a shrunk file would kill it with SIGBUS.
+   */
   private clearInflight(): void {
     if (!this.ownInflight) return;
-    libc.ftruncate(this.ownInflight.fd, 0);
-    libc.ftruncate(this.ownInflight.fd, this.ownInflight.size);
+    libc.fallocate(this.ownInflight.fd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, 0, this.ownInflight.size);
   }
 
   /**
@@ -489,6 +493,7 @@ export class VirtioDeviceProcess implements DeviceLink {
       }, RESET_TIMEOUT_MS);
       this.pendingReset = () => {
         clearTimeout(timer);
+        this.clearInflight(); // again: what the device wrote while it completed the old requests is stale too
         resolve();
       };
     });

@@ -5,7 +5,10 @@
 // on libuv's pool closes the fd only once that I/O is done: the fd number
 // cannot be reused under a request in flight. With a journal (journal.ts),
 // the fids a request changed are written to it once the request is
-// handled (flush), so a successor can take them over after a death.
+// handled (flush), so a successor can take them over after a death. A fid
+// taken over that no request has used yet may meet the request the death
+// interrupted, taken again: that request finds the fid as it left it
+// (see add and replayOf).
 import * as libc from '../../sys/libc.js';
 import type { FidJournal } from './journal.js';
 import { E, MAX_FIDS, MAX_OPEN_FIDS, P9Error } from './protocol.js';
@@ -35,6 +38,8 @@ export interface Fid {
   open?: OpenFile;
   /** An xattr fid (from Txattrwalk): the attribute's value, read with Tread. */
   xattr?: Uint8Array;
+  /** It took a byte-range lock: a successor may not take it over (the lock died with the process). */
+  locked?: boolean;
 }
 
 export class FidTable {
@@ -42,6 +47,8 @@ export class FidTable {
   private openCount = 0;
   /** Fids added, changed or clunked since the last flush. */
   private readonly dirty = new Set<number>();
+  /** Fids taken over from a dead predecessor that no request has used since. */
+  private readonly restored = new Set<number>();
 
   constructor(private readonly journal?: FidJournal) {}
 
@@ -52,18 +59,25 @@ export class FidTable {
     return this.openCount;
   }
 
+  /** Whether fid is in use (one taken over and not used since may be made again: see add). */
   has(fid: number): boolean {
-    return this.fids.has(fid);
+    return this.fids.has(fid) && !this.restored.has(fid);
   }
 
   get(fid: number): Fid {
+    this.restored.delete(fid);
     const f = this.fids.get(fid);
     if (!f) throw new P9Error(E.BADF, `no fid ${fid}`);
     return f;
   }
 
-  /** Adds a new fid; EBADF when it is in use, EMFILE past the limit. */
+  /**
+   * Adds a new fid; EBADF when it is in use, EMFILE past the limit. A fid
+   * taken over and not used since is the one the interrupted request made
+   * (an attach or walk taken again): it is replaced.
+   */
   add(fid: number, f: Fid): void {
+    if (this.restored.delete(fid)) this.clunk(fid);
     if (this.fids.has(fid)) throw new P9Error(E.BADF, `fid ${fid} is in use`);
     if (this.fids.size >= MAX_FIDS) throw new P9Error(E.MFILE, 'too many fids');
     this.fids.set(fid, f);
@@ -74,6 +88,27 @@ export class FidTable {
   replace(fid: number, f: Fid): void {
     this.clunk(fid);
     this.fids.set(fid, f);
+    this.dirty.add(fid);
+  }
+
+  /** Marks `fid` as taken over from a dead predecessor. */
+  restoredFrom(fid: number): void {
+    this.restored.add(fid);
+  }
+
+  /**
+   * The fid, when it was taken over open and no request has used it since:
+   * an open of it is the interrupted request taken again, and succeeds as
+   * it did. Undefined otherwise (the caller goes on as usual).
+   */
+  replayOf(fid: number): Fid | undefined {
+    if (!this.restored.delete(fid)) return undefined;
+    const f = this.fids.get(fid);
+    return f?.open ? f : undefined;
+  }
+
+  /** Notes a change of fid's entry the table cannot see (a lock taken). */
+  changed(fid: number): void {
     this.dirty.add(fid);
   }
 
@@ -93,6 +128,7 @@ export class FidTable {
     const f = this.fids.get(fid);
     if (!f) throw new P9Error(E.BADF, `no fid ${fid}`);
     this.fids.delete(fid);
+    this.restored.delete(fid);
     this.dirty.add(fid);
     if (f.open) {
       this.openCount--;
@@ -115,7 +151,7 @@ export class FidTable {
     if (!this.journal) return this.dirty.clear();
     for (const fid of this.dirty) {
       const f = this.fids.get(fid);
-      if (f && !f.xattr) this.journal.record(fid, f.path, f.open?.flags);
+      if (f && !f.xattr) this.journal.record(fid, { path: f.path, ino: f.qid.path, ...(f.open ? { openFlags: f.open.flags } : {}), ...(f.locked ? { locked: true } : {}) });
       else this.journal.forget(fid);
     }
     this.dirty.clear();

@@ -4,15 +4,20 @@
 // lives in the core-owned in-flight file, after the queues' records, so it
 // outlives the process. A successor reads it as untrusted input (the dead
 // process may have been taken over): every path is checked name by name
-// and looked up beneath the share's root as any walk is, and only a file's
-// access mode and O_APPEND are reused (never O_CREAT or O_TRUNC).
+// and looked up beneath the share's root as any walk is, and must still
+// name the same file (inode); only an open file's access mode, O_SYNC and
+// O_DSYNC are reused (never O_CREAT or O_TRUNC). A fid open for appending
+// or holding a lock is not taken over: a request taken again would append
+// twice, and the lock died with the process.
 //
 // Layout: a 64-byte header (magic, msize, and how many slots have ever been
-// used: the lowest free slot is taken first, so a successor reads only
-// those, and an idle journal keeps the file's pages unallocated), then
+// used: a free slot is reused before a new one is taken, so a successor
+// reads only those, and an idle journal keeps the file's pages
+// unallocated), then
 // MAX_FIDS slots of SLOT_BYTES: fid u32, state u8 (0 free, 1 walked, 2
-// open), 3 bytes unused, open flags u32, path length u16, then the path,
-// its names joined by '/'. A slot is written state last, and freed state
+// open), marks u8 (1: it took a lock), 2 bytes unused, open flags u32,
+// path length u16, 2 bytes unused, inode u64, then the path, its names
+// joined by '/'. A slot is written state last, and freed state
 // first: a death while it is written leaves a free slot, never a
 // half-written one in use.
 import * as libc from '../../sys/libc.js';
@@ -20,8 +25,8 @@ import { MAX_FIDS, MIN_MSIZE, MAX_MSIZE } from './protocol.js';
 
 const MAGIC = 0x4a463950; // "P9FJ"
 const HEADER_BYTES = 64;
-const SLOT_BYTES = 512;
-const SLOT_HEAD = 14;
+const SLOT_BYTES = 1024;
+const SLOT_HEAD = 24;
 /** The longest path a slot holds: a fid with a longer one is not kept (its successor answers EBADF). */
 export const JOURNAL_PATH_MAX = SLOT_BYTES - SLOT_HEAD;
 /** Bytes the journal takes in the in-flight file. */
@@ -30,19 +35,32 @@ export const P9_JOURNAL_BYTES = HEADER_BYTES + MAX_FIDS * SLOT_BYTES;
 const FREE = 0;
 const WALKED = 1;
 const OPEN = 2;
+const MARK_LOCKED = 1;
 /** The open flags a successor may reuse. */
-const KEPT_OPEN_FLAGS = libc.O_ACCMODE | libc.O_APPEND | libc.O_DIRECTORY;
+const KEPT_OPEN_FLAGS = libc.O_ACCMODE | libc.O_DIRECTORY | libc.O_SYNC | libc.O_DSYNC;
+
+/** What the journal keeps of one fid. */
+export interface JournalRecord {
+  path: readonly string[];
+  /** The inode the path named (the fid's qid path). */
+  ino: bigint;
+  /** The client's open flags, or undefined when the fid is not open. */
+  openFlags?: number;
+  /** It took a byte-range lock (which dies with the process). */
+  locked?: boolean;
+}
 
 export interface JournalEntry {
   fid: number;
   path: string[];
+  ino: bigint;
   /** The flags the fid was opened with (only those a reopen may reuse), or undefined when it was not open. */
   openFlags?: number;
 }
 
 export class FidJournal {
   private readonly slotOf = new Map<number, number>();
-  /** Free slots below highWater, lowest last (popped first). */
+  /** Free slots below highWater. */
   private free: number[] = [];
   private highWater = 0;
 
@@ -61,10 +79,13 @@ export class FidJournal {
     this.view.setUint32(0, MAGIC, true);
   }
 
-  /** Records fid's path and open flags (undefined: not open); a path too long to keep frees its slot instead. */
-  record(fid: number, path: readonly string[], openFlags: number | undefined): void {
-    const bytes = Buffer.from(path.join('/'));
-    if (bytes.length > JOURNAL_PATH_MAX) return this.forget(fid);
+  /**
+   * Records a fid; one a successor could not take over safely (a path too
+   * long to keep, a file open for appending, a lock taken) frees its slot.
+   */
+  record(fid: number, r: JournalRecord): void {
+    const bytes = Buffer.from(r.path.join('/'));
+    if (bytes.length > JOURNAL_PATH_MAX || r.locked || ((r.openFlags ?? 0) & libc.O_APPEND) !== 0) return this.forget(fid);
     let slot = this.slotOf.get(fid);
     if (slot === undefined) {
       slot = this.free.pop();
@@ -78,10 +99,12 @@ export class FidJournal {
     const at = this.slotAt(slot);
     this.view.setUint8(at + 4, FREE);
     this.view.setUint32(at, fid, true);
-    this.view.setUint32(at + 8, (openFlags ?? 0) & KEPT_OPEN_FLAGS, true);
+    this.view.setUint8(at + 5, r.locked ? MARK_LOCKED : 0);
+    this.view.setUint32(at + 8, (r.openFlags ?? 0) & KEPT_OPEN_FLAGS, true);
     this.view.setUint16(at + 12, bytes.length, true);
+    this.view.setBigUint64(at + 16, r.ino, true);
     new Uint8Array(this.view.buffer, this.view.byteOffset + at + SLOT_HEAD, bytes.length).set(bytes);
-    this.view.setUint8(at + 4, openFlags === undefined ? WALKED : OPEN);
+    this.view.setUint8(at + 4, r.openFlags === undefined ? WALKED : OPEN);
   }
 
   forget(fid: number): void {
@@ -89,8 +112,7 @@ export class FidJournal {
     if (slot === undefined) return;
     this.view.setUint8(this.slotAt(slot) + 4, FREE);
     this.slotOf.delete(fid);
-    this.free.push(slot);
-    this.free.sort((a, b) => b - a);
+    this.free.push(slot); // any free slot will do: the high-water mark grows only when none is left
   }
 
   /**
@@ -116,7 +138,8 @@ export class FidJournal {
       const state = this.view.getUint8(at + 4);
       const fid = this.view.getUint32(at, true);
       const len = this.view.getUint16(at + 12, true);
-      if ((state !== WALKED && state !== OPEN) || len > JOURNAL_PATH_MAX || this.slotOf.has(fid)) {
+      const marks = this.view.getUint8(at + 5);
+      if ((state !== WALKED && state !== OPEN) || marks !== 0 || len > JOURNAL_PATH_MAX || this.slotOf.has(fid)) {
         this.view.setUint8(at + 4, FREE);
         this.free.push(i);
         continue;
@@ -124,7 +147,8 @@ export class FidJournal {
       const text = Buffer.from(this.view.buffer, this.view.byteOffset + at + SLOT_HEAD, len).toString('utf8');
       const path = text === '' ? [] : text.split('/');
       this.slotOf.set(fid, i);
-      entries.push({ fid, path, ...(state === OPEN ? { openFlags: this.view.getUint32(at + 8, true) & KEPT_OPEN_FLAGS } : {}) });
+      const ino = this.view.getBigUint64(at + 16, true);
+      entries.push({ fid, path, ino, ...(state === OPEN ? { openFlags: this.view.getUint32(at + 8, true) & KEPT_OPEN_FLAGS } : {}) });
     }
     return { msize, entries };
   }

@@ -15,7 +15,7 @@ import type { FidJournal } from './journal.js';
 import { readInto, writeFrom } from './io.js';
 import * as P from './protocol.js';
 import { E, P9Error, T } from './protocol.js';
-import { childPath, fileType, qidOf, sys, type Share, type Stat } from './share.js';
+import { checkName, childPath, fileType, qidOf, sys, type Share, type Stat } from './share.js';
 import { Reader, WireError, finish, reply, type Qid, type Writer } from './wire.js';
 
 /** One request as its transport presents it. */
@@ -69,11 +69,11 @@ export class P9Session {
   /**
    * Takes over the fids a dead predecessor left in the journal: each path's
    * names are checked and looked up beneath the share's root as a walk's
-   * are, and an open fid is opened again with its access mode (and
-   * O_APPEND). A fid that cannot be (its file is gone, or is no longer what
-   * may be opened, or the journal was garbage) is dropped: the client gets
-   * EBADF for it, as for any fid the device does not know. Returns how many
-   * were taken over and dropped.
+   * are, and must still name the same inode; an open fid is opened again
+   * with its access mode. A fid that cannot be (its file is gone or
+   * replaced, or is no longer what may be opened, or the journal was
+   * garbage) is dropped: the client gets EBADF for it, as for any fid the
+   * device does not know. Returns how many were taken over and dropped.
    */
   takeOver(): { kept: number; dropped: number } {
     if (!this.journal) return { kept: 0, dropped: 0 };
@@ -82,8 +82,10 @@ export class P9Session {
     let kept = 0;
     for (const e of entries) {
       try {
-        const path = e.path.reduce<string[]>((p, name) => childPath(p, name), []);
+        for (const name of e.path) checkName(name);
+        const path = e.path;
         const f: Fid = { path, qid: qidOf(this.share.stat(path)) };
+        if (f.qid.path !== e.ino) throw new P9Error(E.BADF, 'the path names another file now');
         this.fids.add(e.fid, f);
         if (e.openFlags !== undefined) {
           try {
@@ -91,11 +93,13 @@ export class P9Session {
             const { fd, stat } = this.share.open(path, e.openFlags);
             this.fids.setOpen(e.fid, f, fd, fileType(stat.mode) === libc.S_IFDIR, e.openFlags);
             f.qid = qidOf(stat);
+            if (f.qid.path !== e.ino) throw new P9Error(E.BADF, 'the path names another file now');
           } catch (err) {
             this.fids.clunk(e.fid);
             throw err;
           }
         }
+        this.fids.restoredFrom(e.fid);
         kept++;
       } catch {
         this.journal.forget(e.fid);
@@ -290,6 +294,8 @@ export class P9Session {
 
   private lopen(w: Writer, r: Reader): Writer {
     const fid = r.u32();
+    const replay = this.fids.replayOf(fid);
+    if (replay) return w.qid(replay.qid).u32(0); // the interrupted open, taken again: it had succeeded
     const f = this.fids.get(fid);
     const flags = r.u32();
     if (f.open || f.xattr) throw new P9Error(E.BADF, 'fid already open');
@@ -302,8 +308,10 @@ export class P9Session {
 
   private lcreate(w: Writer, r: Reader): Writer {
     const fid = r.u32();
+    const replay = this.fids.replayOf(fid);
     const f = this.fids.get(fid);
     const name = r.str();
+    if (replay && f.path[f.path.length - 1] === name) return w.qid(f.qid).u32(0); // the interrupted create, taken again
     const flags = r.u32();
     const mode = r.u32();
     r.u32(); // gid: passthrough ownership (the file is the VMM user's)
@@ -474,7 +482,9 @@ export class P9Session {
 
   /** Byte-range locks: open-file-description locks on the fid's fd, never waited for (BLOCKED: the client retries). */
   private lock(w: Writer, r: Reader): Writer {
-    const fd = this.openFd(this.fids.get(r.u32()));
+    const fid = r.u32();
+    const f = this.fids.get(fid);
+    const fd = this.openFd(f);
     const type = r.u8();
     r.u32(); // flags: a blocking request is answered BLOCKED, and the client polls
     const start = r.u64();
@@ -486,6 +496,10 @@ export class P9Session {
       if (e instanceof libc.SysError && (e.errno === E.AGAIN || e.errno === E.ACCES)) return w.u8(P.LOCK_BLOCKED);
       if (e instanceof libc.SysError) throw new P9Error(e.errno, e.message);
       throw e;
+    }
+    if (type !== P.LOCK_TYPE_UNLCK && !f.locked) {
+      f.locked = true; // a successor may not take this fid over: the lock dies with this process
+      this.fids.changed(fid);
     }
     return w.u8(P.LOCK_SUCCESS);
   }

@@ -2,7 +2,9 @@
 // fids a session recorded are taken over, and what a taken-over predecessor
 // could have written instead — paths out of the share, through a symlink,
 // with bad names, garbage bytes, O_TRUNC on an open fid — is dropped or
-// defused, never followed. Run on a real folder with the real Share.
+// defused, never followed; a path that names another file now (replaced
+// meanwhile) is dropped; fids open for appending or holding a lock are not
+// kept. Run on a real folder with the real Share.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,10 +13,13 @@ import { FidJournal, P9_JOURNAL_BYTES } from '../../../src/devices/p9/journal.js
 import { P9Session } from '../../../src/devices/p9/session.js';
 import { Share } from '../../../src/devices/p9/share.js';
 import * as libc from '../../../src/sys/libc.js';
+import { P9Client, errnoOf } from '../../../src/devices/harness/p9-driver.js';
+import { inProcess } from '../../helpers/p9-in-process.js';
 
 const O_WRONLY = 1;
 const O_TRUNC = 0o1000;
 const O_CREAT = 0o100;
+const O_APPEND = 0o2000;
 
 describe('p9 fid journal', () => {
   let dir: string;
@@ -36,6 +41,7 @@ describe('p9 fid journal', () => {
   });
 
   const successor = () => new P9Session(new Share(rootFd, false), undefined, new FidJournal(view));
+  const ino = (name: string): bigint => fs.statSync(path.join(dir, 'share', name), { bigint: true }).ino;
 
   it('an empty or zeroed journal takes nothing over', () => {
     assert.deepEqual(successor().takeOver(), { kept: 0, dropped: 0 });
@@ -44,13 +50,13 @@ describe('p9 fid journal', () => {
   it('takes over walked and open fids, and drops escapes, symlinks and bad names', () => {
     const j = new FidJournal(view);
     j.reset(8192);
-    j.record(1, [], undefined);
-    j.record(2, ['kept'], 0);
-    j.record(3, ['..', 'outside'], undefined);
-    j.record(4, ['link'], 0);
-    j.record(5, ['kept', '', 'x'], undefined);
-    j.record(6, ['a\0b'], undefined);
-    j.record(7, ['missing'], undefined);
+    j.record(1, { path: [], ino: ino('.') });
+    j.record(2, { path: ['kept'], ino: ino('kept'), openFlags: 0 });
+    j.record(3, { path: ['..', 'outside'], ino: ino('../outside') });
+    j.record(4, { path: ['link'], ino: ino('link'), openFlags: 0 });
+    j.record(5, { path: ['kept', '', 'x'], ino: 1n });
+    j.record(6, { path: ['a\0b'], ino: 1n });
+    j.record(7, { path: ['missing'], ino: 1n });
     const s = successor();
     assert.deepEqual(s.takeOver(), { kept: 2, dropped: 5 });
     assert.equal(s.fidCount, 2);
@@ -59,25 +65,56 @@ describe('p9 fid journal', () => {
     assert.deepEqual(successor().takeOver(), { kept: 2, dropped: 0 });
   });
 
-  it('never truncates or creates again: only the access mode and O_APPEND are reused', () => {
+  it('never truncates or creates again: only the access mode (and O_SYNC, O_DSYNC) is reused', () => {
     const j = new FidJournal(view);
     j.reset(8192);
-    j.record(2, ['kept'], O_WRONLY | O_TRUNC | O_CREAT);
-    j.record(3, ['new-file'], O_WRONLY | O_CREAT);
+    j.record(2, { path: ['kept'], ino: ino('kept'), openFlags: O_WRONLY | O_TRUNC | O_CREAT });
+    j.record(3, { path: ['new-file'], ino: 1n, openFlags: O_WRONLY | O_CREAT });
     assert.deepEqual(successor().takeOver(), { kept: 1, dropped: 1 });
     assert.equal(fs.readFileSync(path.join(dir, 'share', 'kept'), 'utf8'), 'keep me\n');
     assert.ok(!fs.existsSync(path.join(dir, 'share', 'new-file')));
   });
 
+  it('drops a path that names another file now, and keeps no fid open for appending or holding a lock', () => {
+    const j = new FidJournal(view);
+    j.reset(8192);
+    j.record(1, { path: ['kept'], ino: ino('kept') });
+    j.record(2, { path: ['kept'], ino: ino('kept'), openFlags: O_WRONLY | O_APPEND });
+    j.record(3, { path: ['kept'], ino: ino('kept'), openFlags: 0, locked: true });
+    fs.renameSync(path.join(dir, 'share', 'kept'), path.join(dir, 'share', 'old'));
+    fs.writeFileSync(path.join(dir, 'share', 'kept'), 'a new file by the same name\n');
+    assert.deepEqual(successor().takeOver(), { kept: 0, dropped: 1 }, 'only fid 1 was kept in the journal, and its file was replaced');
+  });
+
+  it('the request a death interrupted, taken again, finds its fids as it left them: a walk and an open succeed again', async () => {
+    const first = new P9Session(new Share(rootFd, false), undefined, new FidJournal(view));
+    const a = new P9Client(inProcess(first));
+    await a.version(8192);
+    await a.attach(1);
+    await a.walk(1, 2, ['kept']);
+    await a.walk(1, 3, ['kept']);
+    await a.lopen(3, 0);
+    // The process dies here, before answering the last walk and the open; its successor takes over.
+    const next = successor();
+    assert.deepEqual(next.takeOver(), { kept: 3, dropped: 0 });
+    const b = new P9Client(inProcess(next));
+    await b.walk(1, 2, ['kept']); // taken again: fid 2 exists, as this very walk made it
+    await b.lopen(3, 0); // taken again: fid 3 is open, as this very open left it
+    assert.equal(Buffer.from(await b.read(3, 0, 100)).toString(), 'keep me\n');
+    assert.equal(await errnoOf(b.walk(1, 2, ['kept'])), 9, 'once used, a fid in use is an error again (EBADF)');
+    first.close();
+    next.close();
+  });
+
   it('survives garbage: random bytes give no fid it cannot look up, and no crash', () => {
     const j = new FidJournal(view);
     j.reset(8192);
-    j.record(1, ['kept'], undefined);
+    j.record(1, { path: ['kept'], ino: ino('kept') });
     const bytes = new Uint8Array(view.buffer);
     let seed = 7;
-    for (let i = 64; i < 64 + 512 * 64; i++) {
+    for (let i = 64; i < 64 + 1024 * 64; i++) {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      if (i >= 64 + 512) bytes[i] = seed & 0xff; // slot 0 (fid 1) is left whole
+      if (i >= 64 + 1024) bytes[i] = seed & 0xff; // slot 0 (fid 1) is left whole
     }
     view.setUint32(8, 64, true); // the high-water mark covers the garbage
     const r = successor().takeOver();

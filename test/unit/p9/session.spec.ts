@@ -7,26 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as libc from '../../../src/sys/libc.js';
-import { P9Client, errnoOf, type P9Transport } from '../../../src/devices/harness/p9-driver.js';
+import { P9Client, errnoOf } from '../../../src/devices/harness/p9-driver.js';
 import { P9Session } from '../../../src/devices/p9/session.js';
 import { Share } from '../../../src/devices/p9/share.js';
-
-function inProcess(session: P9Session): P9Transport {
-  return {
-    close() {},
-    async rpc(msg) {
-      const out = new Uint8Array(1 << 20);
-      const r = await session.handle({
-        message: msg,
-        writeData: (n) => (msg.length >= 23 + n ? [msg.subarray(23, 23 + n)] : null),
-        readSpace: (max) => [out.subarray(11, 11 + max)],
-        replyCapacity: out.length,
-      });
-      out.set(r.bytes);
-      return out.slice(0, r.bytes.length + r.dataBytes);
-    },
-  };
-}
+import { inProcess } from '../../helpers/p9-in-process.js';
 
 describe('9p session (in-process)', () => {
   let dir: string;
