@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { sealCore } from '../../src/core/jail/seal.js';
 import { KVM_RUN } from '../../src/core/kvm/ioctls.js';
-import { readVcpuPolicy, vcpuThreadRules } from '../../src/core/vcpu/thread-seal.js';
+import { vcpuThreadRules } from '../../src/core/vcpu/thread-seal.js';
 import { loadFilter } from '../../src/devices/seccomp/compile.js';
 import * as libc from '../../src/sys/libc.js';
 import { BenchError, isMain, killChild, makeTempDir, median, printTable, removeTempDir, round, runStandalone, say, spawnTracked, splitvmBin, waitForLine, type Figures } from './lib.js';
@@ -46,7 +46,7 @@ type Seal = 'open' | 'sealed' | 'vcpu';
 /** In the child: ns per KVM_RUN ioctl on an eventfd, unsealed, sealed, or sealed as a vCPU thread is. */
 function childLoop(seal: Seal): void {
   const fd = libc.eventfd();
-  const vcpuRules = vcpuThreadRules(readVcpuPolicy(), fd); // the eventfd stands for the thread's vCPU
+  const vcpuRules = seal === 'vcpu' ? vcpuThreadRules(fd) : []; // the eventfd stands for the thread's vCPU; read before the seal
   if (seal !== 'open') sealCore('enforce', pino({ level: 'silent' }));
   if (seal === 'vcpu') loadFilter(vcpuRules, 'kill', 'thread');
   for (let i = 0; i < 10_000; i++) libc.ioctlRaw(fd, KVM_RUN); // warm up (JIT)

@@ -14,20 +14,13 @@ import { prctl } from '../../sys/libc.js';
 import { inCoreNamespace, pivotToEmptyRoot } from './core-namespace.js';
 import type { HostIds } from './identity.js';
 import type { SeccompMode } from './launch.js';
-import * as k from '../kvm/ioctls.js';
+import { RUNNING_VM_REQUESTS } from '../kvm/ioctls.js';
 
 const PR_SET_DUMPABLE = 4;
 
-/** The KVM requests a running VM makes (policies/core.policy names them; their numbers come from ioctls.ts). */
-const KVM_REQUESTS = {
-  KVM_RUN: k.KVM_RUN, KVM_GET_REGS: k.KVM_GET_REGS, KVM_SET_REGS: k.KVM_SET_REGS, KVM_GET_SREGS: k.KVM_GET_SREGS, KVM_SET_SREGS: k.KVM_SET_SREGS,
-  KVM_TRANSLATE: k.KVM_TRANSLATE, KVM_GET_VCPU_EVENTS: k.KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS: k.KVM_SET_VCPU_EVENTS,
-  KVM_IRQ_LINE: k.KVM_IRQ_LINE, KVM_SIGNAL_MSI: k.KVM_SIGNAL_MSI, KVM_IOEVENTFD: k.KVM_IOEVENTFD, KVM_IRQFD: k.KVM_IRQFD,
-  KVM_SET_GSI_ROUTING: k.KVM_SET_GSI_ROUTING, KVM_GET_CLOCK: k.KVM_GET_CLOCK, KVM_SET_CLOCK: k.KVM_SET_CLOCK,
-};
 
 export function sealCore(mode: SeccompMode, log: Logger, ids?: HostIds): void {
-  const rules = mode === 'off' ? [] : readPolicy('core', KVM_REQUESTS); // a file: read before the root goes
+  const rules = mode === 'off' ? [] : readPolicy('core', RUNNING_VM_REQUESTS); // a file: read before the root goes
   pivotToEmptyRoot();
   if (ids && process.getuid!() === 0) {
     // glibc applies these to every thread of the process (the vCPU threads wait, not yet released, in Atomics.wait).

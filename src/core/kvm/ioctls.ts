@@ -86,3 +86,9 @@ export const KVM_IRQFD_FLAG_DEASSIGN = 1;
 export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1;
 export const KVM_IOEVENTFD_FLAG_PIO = 2;
 export const KVM_IOEVENTFD_FLAG_DEASSIGN = 4;
+
+/** The KVM requests a running VM makes, by name: what policies/core.policy and policies/vcpu.policy may allow. */
+export const RUNNING_VM_REQUESTS = {
+  KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_TRANSLATE, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+  KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING, KVM_GET_CLOCK, KVM_SET_CLOCK,
+};

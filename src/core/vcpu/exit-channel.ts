@@ -27,7 +27,7 @@ export const Slot = {
   PAUSE: 10,
   /** Set by the worker while it waits for PAUSE to clear. */
   PAUSED: 11,
-  /** Set once by the main thread before the first KVM_RUN: a SealWord. */
+  /** Set once by the main thread before the first KVM_RUN (or when the VM stops first): a SealWord (thread-seal.ts). */
   SEAL: 12,
   /** One count per EXIT_REASONS entry from this slot on. */
   EXITS: 13,

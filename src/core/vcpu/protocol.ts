@@ -16,8 +16,6 @@ export interface VcpuInit {
   /** Only the boot CPU has a boot state; the others wait for INIT/SIPI in the in-kernel LAPIC. */
   boot?: VcpuBootState;
   channel: Int32Array;
-  /** policies/vcpu.policy's text: the thread parses it with its vCPU's fd, and stacks it on itself once the core is sealed. */
-  threadPolicy: string;
   /** Apply the software-KVM fixups (see quirks.ts). */
   quirks: boolean;
   /** Guest RAM, to read the instruction at RIP when the emulator fails. */

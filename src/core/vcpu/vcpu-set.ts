@@ -11,7 +11,7 @@ import { RUN } from '../kvm/abi.js';
 import type { Bus } from '../bus.js';
 import { createChannel, DATA_BYTES, dataBytes, exitCounts, Kind, Slot, type ExitCountReason } from './exit-channel.js';
 import type { ExitReason, VcpuInit, VcpuMessage } from './protocol.js';
-import { readVcpuPolicy, releaseVcpuThread } from './thread-seal.js';
+import { releaseVcpuThread, stopUnreleasedVcpuThread } from './thread-seal.js';
 import type { SeccompMode } from '../jail/launch.js';
 
 /** The signal that kicks a vCPU thread out of KVM_RUN (SIGUSR1 is Node's inspector's). */
@@ -60,14 +60,13 @@ export class VcpuSet {
   }
 
   /** Starts the threads; each makes its vCPU, then waits for release(). */
-  start(inits: Omit<VcpuInit, 'channel' | 'threadPolicy'>[]): void {
+  start(inits: Omit<VcpuInit, 'channel'>[]): void {
     const readies: Promise<void>[] = [];
-    const threadPolicy = readVcpuPolicy();
     for (const init of inits) {
       let isReady!: () => void;
       readies.push(new Promise((r) => (isReady = r)));
       const channel = createChannel();
-      const worker = new Worker(workerEntry, { workerData: { ...init, channel, threadPolicy } satisfies VcpuInit });
+      const worker = new Worker(workerEntry, { workerData: { ...init, channel } satisfies VcpuInit });
       let finish!: (e: VcpuExit) => void;
       const running: Running = { worker, channel, done: new Promise((r) => (finish = r)), ended: false };
       /** Any exit but a requested stop ends the VM. */
@@ -106,7 +105,7 @@ export class VcpuSet {
    * each first stacks its own, narrower filter on itself.
    */
   release(mode: SeccompMode | undefined): void {
-    for (const v of this.vcpus) releaseVcpuThread(v.channel, mode === 'off' ? undefined : mode);
+    for (const v of this.vcpus) releaseVcpuThread(v.channel, mode);
   }
 
   /** Answers the worker's exits until the VM stops. */
@@ -191,7 +190,7 @@ export class VcpuSet {
       Atomics.notify(v.channel, Slot.REPLY);
       Atomics.notify(v.channel, Slot.REQUEST);
       Atomics.notify(v.channel, Slot.PAUSE);
-      Atomics.notify(v.channel, Slot.SEAL);
+      stopUnreleasedVcpuThread(v.channel);
       this.kick(v);
     }
     const exits = await Promise.all(this.vcpus.map((v) => v.done));

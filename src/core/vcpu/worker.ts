@@ -36,7 +36,7 @@ function main(): void {
     for (const [name, value] of Object.entries(init.boot.regs)) regs[name as abi.RegName] = BigInt(value);
     vcpu.setRegs(regs);
   }
-  const rules = vcpuThreadRules(init.threadPolicy, vcpu.fd);
+  const rules = vcpuThreadRules(vcpu.fd);
   post({ type: 'ready', tid: libc.gettid(), runAddr: vcpu.runAddr });
   if (!sealThisVcpuThread(init.channel, rules)) post({ type: 'exit', reason: 'stopped', fixups: 0 });
   else post(loop(vcpu));

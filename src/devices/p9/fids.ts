@@ -3,14 +3,15 @@
 // MAX_OPEN_FIDS open ones per client, the next gets EMFILE. An open file is
 // reference-counted, so that a clunk while a read or write is still running
 // on libuv's pool closes the fd only once that I/O is done: the fd number
-// cannot be reused under a request in flight. With a journal (journal.ts),
-// the fids a request changed are written to it once the request is
-// handled (flush), so a successor can take them over after a death. A fid
-// taken over that no request has used yet may meet the request the death
-// interrupted, taken again: that request finds the fid as it left it
-// (see add and replayOf).
+// cannot be reused under a request in flight.
+//
+// With a journal (journal.ts) the table writes the fids that changed to it
+// on the event loop's next turn: by then the requests that changed them
+// have been answered and marked complete in the in-flight record, so a
+// successor never takes again a request whose effect it finds in the
+// journal. A death in between costs those fids (EBADF), nothing worse.
 import * as libc from '../../sys/libc.js';
-import type { FidJournal } from './journal.js';
+import type { FidJournal, JournalEntry } from './journal.js';
 import { E, MAX_FIDS, MAX_OPEN_FIDS, P9Error } from './protocol.js';
 import type { Path } from './share.js';
 import type { Qid } from './wire.js';
@@ -38,17 +39,16 @@ export interface Fid {
   open?: OpenFile;
   /** An xattr fid (from Txattrwalk): the attribute's value, read with Tread. */
   xattr?: Uint8Array;
-  /** It took a byte-range lock: a successor may not take it over (the lock died with the process). */
+  /** It took a byte-range lock: a successor may not take it over (the lock dies with this process). */
   locked?: boolean;
 }
 
 export class FidTable {
   private readonly fids = new Map<number, Fid>();
   private openCount = 0;
-  /** Fids added, changed or clunked since the last flush. */
+  /** Fids added, changed or clunked since the journal was last written (with a journal only). */
   private readonly dirty = new Set<number>();
-  /** Fids taken over from a dead predecessor that no request has used since. */
-  private readonly restored = new Set<number>();
+  private flushScheduled = false;
 
   constructor(private readonly journal?: FidJournal) {}
 
@@ -59,57 +59,29 @@ export class FidTable {
     return this.openCount;
   }
 
-  /** Whether fid is in use (one taken over and not used since may be made again: see add). */
   has(fid: number): boolean {
-    return this.fids.has(fid) && !this.restored.has(fid);
+    return this.fids.has(fid);
   }
 
   get(fid: number): Fid {
-    this.restored.delete(fid);
     const f = this.fids.get(fid);
     if (!f) throw new P9Error(E.BADF, `no fid ${fid}`);
     return f;
   }
 
-  /**
-   * Adds a new fid; EBADF when it is in use, EMFILE past the limit. A fid
-   * taken over and not used since is the one the interrupted request made
-   * (an attach or walk taken again): it is replaced.
-   */
+  /** Adds a new fid; EBADF when it is in use, EMFILE past the limit. */
   add(fid: number, f: Fid): void {
-    if (this.restored.delete(fid)) this.clunk(fid);
     if (this.fids.has(fid)) throw new P9Error(E.BADF, `fid ${fid} is in use`);
     if (this.fids.size >= MAX_FIDS) throw new P9Error(E.MFILE, 'too many fids');
     this.fids.set(fid, f);
-    this.dirty.add(fid);
+    this.changed(fid);
   }
 
   /** Replaces fid (a walk onto itself). */
   replace(fid: number, f: Fid): void {
     this.clunk(fid);
     this.fids.set(fid, f);
-    this.dirty.add(fid);
-  }
-
-  /** Marks `fid` as taken over from a dead predecessor. */
-  restoredFrom(fid: number): void {
-    this.restored.add(fid);
-  }
-
-  /**
-   * The fid, when it was taken over open and no request has used it since:
-   * an open of it is the interrupted request taken again, and succeeds as
-   * it did. Undefined otherwise (the caller goes on as usual).
-   */
-  replayOf(fid: number): Fid | undefined {
-    if (!this.restored.delete(fid)) return undefined;
-    const f = this.fids.get(fid);
-    return f?.open ? f : undefined;
-  }
-
-  /** Notes a change of fid's entry the table cannot see (a lock taken). */
-  changed(fid: number): void {
-    this.dirty.add(fid);
+    this.changed(fid);
   }
 
   /** Throws EMFILE when this client may not open one more file. */
@@ -121,15 +93,23 @@ export class FidTable {
   setOpen(fid: number, f: Fid, fd: number, isDir: boolean, flags: number): void {
     f.open = new OpenFile(fd, isDir, flags);
     this.openCount++;
+    this.changed(fid);
+  }
+
+  /** Notes a change of fid's entry the table cannot see (a lock taken); writes it to the journal on the next turn. */
+  changed(fid: number): void {
+    if (!this.journal) return;
     this.dirty.add(fid);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
   }
 
   clunk(fid: number): void {
     const f = this.fids.get(fid);
     if (!f) throw new P9Error(E.BADF, `no fid ${fid}`);
     this.fids.delete(fid);
-    this.restored.delete(fid);
-    this.dirty.add(fid);
+    this.changed(fid);
     if (f.open) {
       this.openCount--;
       f.open.release();
@@ -141,23 +121,50 @@ export class FidTable {
     for (const [fid, f] of this.fids) {
       if (f.path.length >= from.length && from.every((c, i) => f.path[i] === c)) {
         f.path = [...to, ...f.path.slice(from.length)];
-        this.dirty.add(fid);
+        this.changed(fid);
       }
     }
   }
 
-  /** Writes the fids changed since the last flush to the journal (an xattr fid is never kept). */
-  flush(): void {
-    if (!this.journal) return this.dirty.clear();
-    for (const fid of this.dirty) {
-      const f = this.fids.get(fid);
-      if (f && !f.xattr) this.journal.record(fid, { path: f.path, ino: f.qid.path, ...(f.open ? { openFlags: f.open.flags } : {}), ...(f.locked ? { locked: true } : {}) });
-      else this.journal.forget(fid);
-    }
+  /** Clunks every fid (the journal forgets them on the next turn). */
+  clear(): void {
+    for (const fid of [...this.fids.keys()]) this.clunk(fid);
+  }
+
+  /** A new session (Tversion): every fid clunked, and the journal started afresh with `msize`. */
+  reset(msize: number): void {
+    this.clear();
+    this.dirty.clear();
+    this.journal?.reset(msize);
+  }
+
+  /**
+   * What a dead predecessor left in the journal (see FidJournal.takeOver);
+   * null without a journal. The caller adds the fids it can take over;
+   * those it cannot it hands to `forget`.
+   */
+  journalled(): { msize: number | null; entries: (JournalEntry & { fid: number })[] } | null {
+    return this.journal ? this.journal.takeOver() : null;
+  }
+
+  /** A fid of the journal the successor did not take over. */
+  forget(fid: number): void {
+    this.journal?.forget(fid);
+  }
+
+  /** The fids just taken over are in the journal as they are: nothing to write. */
+  settled(): void {
     this.dirty.clear();
   }
 
-  clear(): void {
-    for (const fid of [...this.fids.keys()]) this.clunk(fid);
+  /** Writes the changed fids to the journal: an xattr fid, or one holding a lock, is not kept. */
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const fid of this.dirty) {
+      const f = this.fids.get(fid);
+      if (f && !f.xattr && !f.locked) this.journal!.record(fid, { path: f.path, ino: f.qid.path, ...(f.open ? { openFlags: f.open.flags } : {}) });
+      else this.journal!.forget(fid);
+    }
+    this.dirty.clear();
   }
 }

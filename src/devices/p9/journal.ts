@@ -7,17 +7,16 @@
 // and looked up beneath the share's root as any walk is, and must still
 // name the same file (inode); only an open file's access mode, O_SYNC and
 // O_DSYNC are reused (never O_CREAT or O_TRUNC). A fid open for appending
-// or holding a lock is not taken over: a request taken again would append
-// twice, and the lock died with the process.
+// is not kept: a write taken again would append twice (fids.ts keeps no
+// fid holding a lock either: the lock dies with the process).
 //
 // Layout: a 64-byte header (magic, msize, and how many slots have ever been
 // used: a free slot is reused before a new one is taken, so a successor
 // reads only those, and an idle journal keeps the file's pages
 // unallocated), then
 // MAX_FIDS slots of SLOT_BYTES: fid u32, state u8 (0 free, 1 walked, 2
-// open), marks u8 (1: it took a lock), 2 bytes unused, open flags u32,
-// path length u16, 2 bytes unused, inode u64, then the path, its names
-// joined by '/'. A slot is written state last, and freed state
+// open), 3 bytes unused, open flags u32, path length u16, 2 bytes unused,
+// inode u64, then the path, its names joined by '/'. A slot is written state last, and freed state
 // first: a death while it is written leaves a free slot, never a
 // half-written one in use.
 import * as libc from '../../sys/libc.js';
@@ -35,26 +34,15 @@ export const P9_JOURNAL_BYTES = HEADER_BYTES + MAX_FIDS * SLOT_BYTES;
 const FREE = 0;
 const WALKED = 1;
 const OPEN = 2;
-const MARK_LOCKED = 1;
 /** The open flags a successor may reuse. */
 const KEPT_OPEN_FLAGS = libc.O_ACCMODE | libc.O_DIRECTORY | libc.O_SYNC | libc.O_DSYNC;
 
 /** What the journal keeps of one fid. */
-export interface JournalRecord {
+export interface JournalEntry {
   path: readonly string[];
   /** The inode the path named (the fid's qid path). */
   ino: bigint;
-  /** The client's open flags, or undefined when the fid is not open. */
-  openFlags?: number;
-  /** It took a byte-range lock (which dies with the process). */
-  locked?: boolean;
-}
-
-export interface JournalEntry {
-  fid: number;
-  path: string[];
-  ino: bigint;
-  /** The flags the fid was opened with (only those a reopen may reuse), or undefined when it was not open. */
+  /** The client's open flags (of which a reopen reuses only KEPT_OPEN_FLAGS), or undefined when the fid is not open. */
   openFlags?: number;
 }
 
@@ -79,13 +67,10 @@ export class FidJournal {
     this.view.setUint32(0, MAGIC, true);
   }
 
-  /**
-   * Records a fid; one a successor could not take over safely (a path too
-   * long to keep, a file open for appending, a lock taken) frees its slot.
-   */
-  record(fid: number, r: JournalRecord): void {
+  /** Records a fid; one a successor could not take over safely (a path too long to keep, a file open for appending) frees its slot. */
+  record(fid: number, r: JournalEntry): void {
     const bytes = Buffer.from(r.path.join('/'));
-    if (bytes.length > JOURNAL_PATH_MAX || r.locked || ((r.openFlags ?? 0) & libc.O_APPEND) !== 0) return this.forget(fid);
+    if (bytes.length > JOURNAL_PATH_MAX || ((r.openFlags ?? 0) & libc.O_APPEND) !== 0) return this.forget(fid);
     let slot = this.slotOf.get(fid);
     if (slot === undefined) {
       slot = this.free.pop();
@@ -99,7 +84,6 @@ export class FidJournal {
     const at = this.slotAt(slot);
     this.view.setUint8(at + 4, FREE);
     this.view.setUint32(at, fid, true);
-    this.view.setUint8(at + 5, r.locked ? MARK_LOCKED : 0);
     this.view.setUint32(at + 8, (r.openFlags ?? 0) & KEPT_OPEN_FLAGS, true);
     this.view.setUint16(at + 12, bytes.length, true);
     this.view.setBigUint64(at + 16, r.ino, true);
@@ -121,14 +105,14 @@ export class FidJournal {
    * paths' names are not yet checked: the session does that as for a walk.
    * Takes the slots over: they are this process's from now on.
    */
-  takeOver(): { msize: number | null; entries: JournalEntry[] } {
+  takeOver(): { msize: number | null; entries: (JournalEntry & { fid: number })[] } {
     if (this.view.getUint32(0, true) !== MAGIC) {
       this.reset(MIN_MSIZE);
       return { msize: null, entries: [] };
     }
     const m = this.view.getUint32(4, true);
     const msize = m >= MIN_MSIZE && m <= MAX_MSIZE ? m : MIN_MSIZE;
-    const entries: JournalEntry[] = [];
+    const entries: (JournalEntry & { fid: number })[] = [];
     this.slotOf.clear();
     this.free = [];
     this.highWater = Math.min(this.view.getUint32(8, true), MAX_FIDS);
@@ -138,8 +122,7 @@ export class FidJournal {
       const state = this.view.getUint8(at + 4);
       const fid = this.view.getUint32(at, true);
       const len = this.view.getUint16(at + 12, true);
-      const marks = this.view.getUint8(at + 5);
-      if ((state !== WALKED && state !== OPEN) || marks !== 0 || len > JOURNAL_PATH_MAX || this.slotOf.has(fid)) {
+      if ((state !== WALKED && state !== OPEN) || len > JOURNAL_PATH_MAX || this.slotOf.has(fid)) {
         this.view.setUint8(at + 4, FREE);
         this.free.push(i);
         continue;

@@ -5,9 +5,9 @@
 // move their data straight between the transport's buffers and the file
 // (io.ts); everything else is a few synchronous system calls. A malformed
 // message gets Rlerror(EINVAL); a bug in a handler gets Rlerror(EIO) and a
-// log line, never a crash. With a fid journal (journal.ts) the fids each
-// request changed are recorded once it is handled, and a successor takes
-// over those of a dead predecessor (takeOver).
+// log line, never a crash. With a fid journal (journal.ts, written by the
+// fid table once requests are answered) a successor takes over the fids of
+// a dead predecessor (takeOver).
 import type { Logger } from 'pino';
 import * as libc from '../../sys/libc.js';
 import { FidTable, type Fid } from './fids.js';
@@ -48,7 +48,7 @@ export class P9Session {
   constructor(
     private readonly share: Share,
     private readonly log: Logger | undefined,
-    private readonly journal?: FidJournal,
+    journal?: FidJournal,
   ) {
     this.fids = new FidTable(journal);
   }
@@ -63,7 +63,6 @@ export class P9Session {
   /** Ends the session: every fid is clunked (open files closed once their I/O is done). */
   close(): void {
     this.fids.clear();
-    this.fids.flush();
   }
 
   /**
@@ -76,14 +75,15 @@ export class P9Session {
    * device does not know. Returns how many were taken over and dropped.
    */
   takeOver(): { kept: number; dropped: number } {
-    if (!this.journal) return { kept: 0, dropped: 0 };
-    const { msize, entries } = this.journal.takeOver();
+    const left = this.fids.journalled();
+    if (!left) return { kept: 0, dropped: 0 };
+    const { msize, entries } = left;
     if (msize !== null) this.msize = msize;
     let kept = 0;
     for (const e of entries) {
       try {
         for (const name of e.path) checkName(name);
-        const path = e.path;
+        const path = [...e.path];
         const f: Fid = { path, qid: qidOf(this.share.stat(path)) };
         if (f.qid.path !== e.ino) throw new P9Error(E.BADF, 'the path names another file now');
         this.fids.add(e.fid, f);
@@ -99,13 +99,12 @@ export class P9Session {
             throw err;
           }
         }
-        this.fids.restoredFrom(e.fid);
         kept++;
       } catch {
-        this.journal.forget(e.fid);
+        this.fids.forget(e.fid);
       }
     }
-    this.fids.flush();
+    this.fids.settled();
     return { kept, dropped: entries.length - kept };
   }
 
@@ -120,10 +119,8 @@ export class P9Session {
       const r = new Reader(m, P.HEADER);
       const out = await this.dispatch(type, tag, r, ex);
       if (out.bytes.length + out.dataBytes > ex.replyCapacity) throw new P9Error(E.RANGE, 'reply larger than the buffers given for it');
-      this.fids.flush();
       return out;
     } catch (e) {
-      this.fids.flush(); // a failed request may have clunked (Tremove)
       this.counters.errors++;
       let errno: number = E.IO;
       if (e instanceof P9Error) errno = e.errno;
@@ -173,10 +170,8 @@ export class P9Session {
     const asked = r.u32();
     const version = r.str();
     if (asked < P.MIN_MSIZE) throw new P9Error(E.INVAL, `msize ${asked} is below ${P.MIN_MSIZE}`);
-    this.fids.clear();
-    this.fids.flush();
     this.msize = Math.min(asked, P.MAX_MSIZE);
-    this.journal?.reset(this.msize);
+    this.fids.reset(this.msize);
     return w.u32(this.msize).str(version.startsWith(P.VERSION_9P2000_L) ? P.VERSION_9P2000_L : 'unknown');
   }
 
@@ -294,8 +289,6 @@ export class P9Session {
 
   private lopen(w: Writer, r: Reader): Writer {
     const fid = r.u32();
-    const replay = this.fids.replayOf(fid);
-    if (replay) return w.qid(replay.qid).u32(0); // the interrupted open, taken again: it had succeeded
     const f = this.fids.get(fid);
     const flags = r.u32();
     if (f.open || f.xattr) throw new P9Error(E.BADF, 'fid already open');
@@ -308,10 +301,8 @@ export class P9Session {
 
   private lcreate(w: Writer, r: Reader): Writer {
     const fid = r.u32();
-    const replay = this.fids.replayOf(fid);
     const f = this.fids.get(fid);
     const name = r.str();
-    if (replay && f.path[f.path.length - 1] === name) return w.qid(f.qid).u32(0); // the interrupted create, taken again
     const flags = r.u32();
     const mode = r.u32();
     r.u32(); // gid: passthrough ownership (the file is the VMM user's)
