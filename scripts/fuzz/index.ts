@@ -1,5 +1,5 @@
 // scripts/fuzz/index.ts — owns the runner behind `npm run fuzz`: runs the
-// fuzz targets named first on the command line (blk, net, p9), or all of them in
+// fuzz targets named first on the command line (blk, net, p9, p9-journal), or all of them in
 // turn, each as its own process (scripts/fuzz/NAME.ts) with the remaining
 // arguments (--seconds N, --seed S). Exits non-zero when any target reports
 // a finding.
@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const TARGETS = ['blk', 'net', 'p9'];
+const TARGETS = ['blk', 'net', 'p9', 'p9-journal'];
 
 const args = process.argv.slice(2);
 const named = args.filter((a) => TARGETS.includes(a));

@@ -15,7 +15,7 @@ import { P9Session } from '../../../src/devices/p9/session.js';
 import { Share } from '../../../src/devices/p9/share.js';
 import * as libc from '../../../src/sys/libc.js';
 import { P9Client } from '../../../src/devices/harness/p9-driver.js';
-import { inProcess } from '../../helpers/p9-in-process.js';
+import { inProcess } from '../../../src/devices/harness/p9-in-process.js';
 
 const O_WRONLY = 1;
 const O_TRUNC = 0o1000;

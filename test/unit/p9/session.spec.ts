@@ -10,7 +10,7 @@ import * as libc from '../../../src/sys/libc.js';
 import { P9Client, errnoOf } from '../../../src/devices/harness/p9-driver.js';
 import { P9Session } from '../../../src/devices/p9/session.js';
 import { Share } from '../../../src/devices/p9/share.js';
-import { inProcess } from '../../helpers/p9-in-process.js';
+import { inProcess } from '../../../src/devices/harness/p9-in-process.js';
 
 describe('9p session (in-process)', () => {
   let dir: string;

@@ -1,7 +1,8 @@
 // A 9P transport that hands each message straight to a P9Session in this
-// process (no jail, no virtqueue), for the session's and journal's unit tests.
-import type { P9Transport } from '../../src/devices/harness/p9-driver.js';
-import type { P9Session } from '../../src/devices/p9/session.js';
+// process (no jail, no virtqueue): the session's and journal's unit tests
+// and the journal fuzzer drive the session's code without a device process.
+import type { P9Transport } from './p9-driver.js';
+import type { P9Session } from '../p9/session.js';
 
 export function inProcess(session: P9Session): P9Transport {
   return {
