@@ -3,21 +3,16 @@
 // device must end without a finding (a death, a hang, a silent request, a
 // lost or misplaced frame).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const FUZZER = fileURLToPath(new URL('../../scripts/fuzz/blk.ts', import.meta.url));
-const NET_FUZZER = fileURLToPath(new URL('../../scripts/fuzz/net.ts', import.meta.url));
+import { runFuzzSmoke } from '../helpers/fuzz-smoke.js';
 
 describe('blk fuzzer, short run', function () {
   this.timeout(60000);
 
   it('finds nothing in 4 seconds with seed 7', function () {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', FUZZER, '--seconds', '4', '--seed', '7'], { encoding: 'utf8' });
-    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-    const m = /(\d+) rounds: (\d+) well-formed requests answered, (\d+) malformed rings \((\d+) needs-reset\), no finding/.exec(r.stdout);
-    assert.ok(m, r.stdout);
-    assert.ok(Number(m[2]) > 50 && Number(m[3]) > 50, r.stdout);
+    const out = runFuzzSmoke('blk', 4);
+    const m = /(\d+) rounds: (\d+) well-formed requests answered, (\d+) malformed rings \((\d+) needs-reset\), no finding/.exec(out);
+    assert.ok(m, out);
+    assert.ok(Number(m[2]) > 50 && Number(m[3]) > 50, out);
   });
 });
 
@@ -25,10 +20,9 @@ describe('net fuzzer, short run', function () {
   this.timeout(60000);
 
   it('finds nothing in 4 seconds with seed 7', function () {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', NET_FUZZER, '--seconds', '4', '--seed', '7'], { encoding: 'utf8' });
-    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-    const m = /(\d+) rounds: (\d+) traffic rounds \((\d+) frames out, (\d+) in, \d+ dropped\), (\d+) chaotic rings, (\d+) malformed rings \(\d+ needs-reset\), \d+ broken streams, no finding/.exec(r.stdout);
-    assert.ok(m, r.stdout);
-    assert.ok(Number(m[2]) > 10 && Number(m[3]) > 10 && Number(m[4]) > 10 && Number(m[5]) + Number(m[6]) > 10, r.stdout);
+    const out = runFuzzSmoke('net', 4);
+    const m = /(\d+) rounds: (\d+) traffic rounds \((\d+) frames out, (\d+) in, \d+ dropped\), (\d+) chaotic rings, (\d+) malformed rings \(\d+ needs-reset\), \d+ broken streams, no finding/.exec(out);
+    assert.ok(m, out);
+    assert.ok(Number(m[2]) > 10 && Number(m[3]) > 10 && Number(m[4]) > 10 && Number(m[5]) + Number(m[6]) > 10, out);
   });
 });

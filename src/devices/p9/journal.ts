@@ -27,7 +27,7 @@ const HEADER_BYTES = 64;
 const SLOT_BYTES = 1024;
 const SLOT_HEAD = 24;
 /** The longest path a slot holds: a fid with a longer one is not kept (its successor answers EBADF). */
-export const JOURNAL_PATH_MAX = SLOT_BYTES - SLOT_HEAD;
+const JOURNAL_PATH_MAX = SLOT_BYTES - SLOT_HEAD;
 /** Bytes the journal takes in the in-flight file. */
 export const P9_JOURNAL_BYTES = HEADER_BYTES + MAX_FIDS * SLOT_BYTES;
 
