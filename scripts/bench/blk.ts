@@ -28,8 +28,9 @@
 // driver seeing it used) as p50 / p99 / p99.9; the private memory of the
 // device process while it serves (guest-RAM memfd mapping excluded); and the
 // time from the launcher's spawn to the device's hello (ready), over
-// READY_STARTS starts, beside the time Node alone takes to start and exit
-// (`node --jitless -e 0`, as many starts, alternated): the floor of ready. With --json (index.ts) the figures are one JSON line.
+// READY_STARTS starts, with the device's own clock at each step of its start,
+// beside Node alone in a device's environment (its first line, and spawn to
+// exit; as many starts, alternated): the floor of ready. With --json (index.ts) the figures are one JSON line.
 //
 //   npm run bench -- blk [--json]     or   node --import tsx scripts/bench/blk.ts [--json]
 //   BLK_BENCH_ROUNDS (default 5), BLK_BENCH_ROUND_MS (default 600) change the run's length;
@@ -45,6 +46,7 @@ import { fileURLToPath } from 'node:url';
 import { PipeInterrupts, runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
+import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, deviceEnv } from '../../src/core/jail/launch.js';
 import { BenchError, isMain, killChild, makeTempDir, median, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
@@ -278,26 +280,60 @@ async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: 
   }
 }
 
-/** Spawn-to-hello of a blk device process on an image, and spawn-to-exit of Node alone, READY_STARTS times each (ms). */
-async function readyTimes(parent: string): Promise<{ times: number[]; nodeAlone: number[] }> {
+interface ReadyTimes {
+  /** launcher spawn to hello (ms) */
+  times: number[];
+  /** the device's own clock at each step of its start (ms since its process began; its "device ready" log record) */
+  loaded: number[];
+  setUp: number[];
+  sealed: number[];
+  /** Node alone, in a device's environment: its first line (ms since its process began), and spawn to exit */
+  nodeFirstLine: number[];
+  nodeAlone: number[];
+}
+
+/**
+ * READY_STARTS starts of a blk device process on an image, alternated with
+ * as many of Node alone (`node --jitless -e …`) in the environment a device
+ * gets: empty but for deviceEnv (launch.ts). The bench's own environment
+ * would not do: a variable such as NODE_EXTRA_CA_CERTS makes Node parse
+ * certificates at start, 40-90 ms on our hosts, which a device never does.
+ */
+async function readyTimes(parent: string): Promise<ReadyTimes> {
   const dir = fs.mkdtempSync(path.join(parent, 'splitvm-bench-blk-ready-'));
   const fd = fs.openSync(path.join(dir, 'disk.img'), 'w+');
   fs.ftruncateSync(fd, 64 * MiB);
-  const times: number[] = [];
-  const nodeAlone: number[] = [];
+  const r: ReadyTimes = { times: [], loaded: [], setUp: [], sealed: [], nodeFirstLine: [], nodeAlone: [] };
+  const firstLine = 'process.stdout.write(String(process.uptime() * 1000))';
   try {
     for (let i = 0; i < READY_STARTS; i++) {
       const t0 = performance.now();
-      const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'warn', ...DEVICE });
-      times.push(performance.now() - t0);
+      const h = await DeviceHarness.start({ backendFd: fd, blk: { readOnly: false }, memSize: 16 * MiB, logLevel: 'info', ...DEVICE });
+      r.times.push(performance.now() - t0);
+      const startMs = (await readyRecord(h)).startMs as { loaded: number; setUp: number; sealed: number };
+      r.loaded.push(startMs.loaded);
+      r.setUp.push(startMs.setUp);
+      r.sealed.push(startMs.sealed);
       await h.close();
-      nodeAlone.push((await runToEnd(process.execPath, ['--jitless', '-e', '0'], 'node -e 0')).ms);
+      const node = await runToEnd(process.execPath, [...(DEVICE.nodeFlags ?? [...DEVICE_NODE_FLAGS, ...DEVICE_HEAP_FLAGS]), '-e', firstLine], 'node alone', 30_000, deviceEnv(1));
+      r.nodeAlone.push(node.ms);
+      r.nodeFirstLine.push(Number(node.stdout));
     }
   } finally {
     fs.closeSync(fd);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return { times, nodeAlone };
+  return r;
+}
+
+/** The device's "device ready" log record (it may reach us just after its hello). */
+async function readyRecord(h: DeviceHarness): Promise<Record<string, unknown>> {
+  for (let waited = 0; waited < 2000; waited += 10) {
+    const rec = h.logRecords().find((l) => l.msg === 'device ready');
+    if (rec) return rec;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new BenchError('the device said hello but never logged "device ready"');
 }
 
 function printResults(run: ImageRun): void {
@@ -381,7 +417,7 @@ export async function run(): Promise<Figures> {
       printResults(other);
     }
 
-    const { times: ready, nodeAlone } = ONLY ? { times: [NaN], nodeAlone: [NaN] } : await readyTimes(mainDir);
+    const ready = ONLY ? null : await readyTimes(mainDir);
     const m = main.memory;
     const mib = (k: number): string => fmt(k / 1024, 1);
     if (m) {
@@ -397,8 +433,13 @@ export async function run(): Promise<Figures> {
       );
     }
     say();
-    say(`ready (launcher spawn to hello, jailed, seccomp installed), ${READY_STARTS} starts: median ${fmt(median(ready), 1)} ms, min ${fmt(Math.min(...ready), 1)} ms`);
-    say(`  Node alone (node --jitless -e 0, spawn to exit), alternated with them: median ${fmt(median(nodeAlone), 1)} ms, min ${fmt(Math.min(...nodeAlone), 1)} ms`);
+    if (ready) {
+      const ms = (v: number[]): string => `${fmt(median(v), 1)} ms (min ${fmt(Math.min(...v), 1)})`;
+      say(`ready (launcher spawn to hello, jailed, seccomp installed), ${READY_STARTS} starts: median ${ms(ready.times)}`);
+      say(`  on the device's own clock (since its process began): code loaded ${ms(ready.loaded)}, set up ${ms(ready.setUp)}, policy installed ${ms(ready.sealed)};`);
+      say(`  the rest is the launcher's spawn, prlimit, bwrap and the hello`);
+      say(`  Node alone in a device's environment, alternated with them: first line at ${ms(ready.nodeFirstLine)}, spawn to exit ${ms(ready.nodeAlone)}`);
+    }
     say(`device counters at the end: ${JSON.stringify(main.stats)}`);
 
     const read1 = main.results.find((r) => r.c.name === '4k randread qd1')?.latencyUs ?? [];
@@ -409,9 +450,16 @@ export async function run(): Promise<Figures> {
       ...(other ? { tmpfsCases: other.results.map(caseFigures) } : {}),
       deviceMemoryMiB: m ? round((m.privateKiB - m.memfd.privateKiB) / 1024, 1) : null,
       devicePssMiB: m ? round((m.pssKiB - m.memfd.pssKiB) / 1024, 1) : null,
-      readyMs: round(median(ready), 1),
-      readyMinMs: round(Math.min(...ready), 1),
-      nodeAloneMs: round(median(nodeAlone), 1),
+      ...(ready
+        ? {
+            readyMs: round(median(ready.times), 1),
+            readyMinMs: round(Math.min(...ready.times), 1),
+            deviceLoadedMs: round(median(ready.loaded), 1),
+            deviceSealedMs: round(median(ready.sealed), 1),
+            nodeFirstLineMs: round(median(ready.nodeFirstLine), 1),
+            nodeAloneMs: round(median(ready.nodeAlone), 1),
+          }
+        : {}),
       p50us: round(percentile(read1, 50), 0),
       p99us: round(percentile(read1, 99), 0),
       p999us: round(percentile(read1, 99.9), 0),

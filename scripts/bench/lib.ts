@@ -74,11 +74,11 @@ export function cleanupSync(): void {
 
 // ---- Running things ----------------------------------------------------------
 
-/** Runs a command to completion; resolves with its output, rejects with one line on failure. */
-export function runToEnd(cmd: string, args: string[], what: string, timeoutMs = 300_000): Promise<{ stdout: string; ms: number }> {
+/** Runs a command to completion (in `env` when given, else ours); resolves with its output, rejects with one line on failure. */
+export function runToEnd(cmd: string, args: string[], what: string, timeoutMs = 300_000, env?: NodeJS.ProcessEnv): Promise<{ stdout: string; ms: number }> {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawnTracked(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnTracked(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -117,11 +117,15 @@ export { DEVICE_NODE_FLAGS };
 export const DEVICE_HEAP_FLAGS = ['--max-semi-space-size=1'];
 /**
  * The environment every device process gets (nothing of the core's): one
- * malloc arena (the policies rely on it) and a libuv pool with a thread
- * parked on each queue's kick eventfd plus threads for disk I/O.
+ * malloc arena (the policies rely on it); a libuv pool with a thread parked
+ * on each queue's kick eventfd plus threads for disk I/O; and msgpackr
+ * without its native string decoder (msgpackr-extract), which speeds up
+ * decoding long strings, and control messages have none, but finding and
+ * loading it costs a device 5-10 ms of its start (measured: 18 ms to load
+ * msgpackr with it, 7 ms without).
  */
 export function deviceEnv(numQueues: number): Record<string, string> {
-  return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(numQueues + 8) };
+  return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(numQueues + 8), MSGPACKR_NATIVE_ACCELERATION_DISABLED: 'true' };
 }
 
 const MiB = 1024 * 1024;
@@ -208,8 +212,9 @@ function fromBwrapCode(code: number): DeviceExit {
 /**
  * The built entry every device process runs: <repo>/dist/device/main.cjs,
  * src/devices/main.ts and everything it imports bundled into one CommonJS
- * file by esbuild (npm run build), except koffi and msgpackr's optional
- * native extension, which load from node_modules. One file loads about
+ * file by esbuild (npm run build), except koffi, which loads its native
+ * addon from node_modules (and msgpackr's optional native extension, which a
+ * device does not load: deviceEnv). One file loads about
  * 50 ms sooner than the ~60 modules tsc leaves in dist/src, and Node starts
  * a CommonJS entry sooner than a module (no ES module loader to set up):
  * another 10-30 ms (harness, alternating starts, spawn to hello). It is the
