@@ -27,7 +27,7 @@ import { IovecList } from '../../sys/iovec.js';
 import * as libc from '../../sys/libc.js';
 import type { DeviceBackend } from '../backend.js';
 import type { DescriptorChain } from '../virtio/queue.js';
-import { preadFull, preadvNow, pwriteFull, pwritevNow, scatter, fdatasync } from './io.js';
+import { preadvNow, pwritevNow, transfer, fdatasync } from './io.js';
 import { parseRequest, type BlkRequest } from './request.js';
 import * as C from './constants.js';
 
@@ -156,22 +156,47 @@ export class BlkBackend implements DeviceBackend {
     const req = parseRequest(chain); // throws QueueError on a malformed chain
     if (req.type === C.VIRTIO_BLK_T_IN) {
       if (req.writeBytes > 0 && (this.nowait || this.inMemory) && this.inRange(req.sector, req.writeBytes) && this.readInline(req)) {
-        req.status[0] = C.VIRTIO_BLK_S_OK;
-        return req.writeBytes + 1;
+        return this.finish(req, C.VIRTIO_BLK_S_OK, req.writeBytes);
       }
-    } else if (req.type === C.VIRTIO_BLK_T_OUT) {
+      return this.transferOnPool(req);
+    }
+    if (req.type === C.VIRTIO_BLK_T_OUT) {
       if (req.readBytes > 0 && req.readBytes <= INLINE_WRITE_MAX && !this.opts.readOnly && this.inRange(req.sector, req.readBytes) && this.writeInline(req)) {
-        req.status[0] = C.VIRTIO_BLK_S_OK;
-        return 1;
+        return this.finish(req, C.VIRTIO_BLK_S_OK);
       }
+      return this.transferOnPool(req);
     }
     return this.serve(req).then(
       (written) => written,
+      () => this.finish(req, C.VIRTIO_BLK_S_IOERR),
+    );
+  }
+
+  /** Sets the request's status; returns the bytes written to its writable buffers (data, then the status byte). */
+  private finish(req: BlkRequest, status: number, dataBytes = 0): number {
+    if (status === C.VIRTIO_BLK_S_IOERR) this.counters.ioErrors++;
+    if (status === C.VIRTIO_BLK_S_UNSUPP) this.counters.unsupported++;
+    req.status[0] = status;
+    return dataBytes + 1;
+  }
+
+  /** A read or write done on libuv's pool, every buffer at once (io.ts, transfer). */
+  private transferOnPool(req: BlkRequest): number | Promise<number> {
+    const read = req.type === C.VIRTIO_BLK_T_IN;
+    const bytes = read ? req.writeBytes : req.readBytes;
+    if ((!read && this.opts.readOnly) || !this.inRange(req.sector, bytes)) return this.finish(req, C.VIRTIO_BLK_S_IOERR);
+    return transfer(read ? fs.read : fs.write, this.fd, read ? req.writeData : req.readData, req.sector * C.SECTOR_SIZE).then(
       () => {
-        this.counters.ioErrors++;
-        req.status[0] = C.VIRTIO_BLK_S_IOERR;
-        return 1;
+        if (read) {
+          this.counters.reads++;
+          this.counters.bytesRead += bytes;
+          return this.finish(req, C.VIRTIO_BLK_S_OK, bytes);
+        }
+        this.counters.writes++;
+        this.counters.bytesWritten += bytes;
+        return this.finish(req, C.VIRTIO_BLK_S_OK);
       },
+      () => this.finish(req, C.VIRTIO_BLK_S_IOERR),
     );
   }
 
@@ -230,33 +255,13 @@ export class BlkBackend implements DeviceBackend {
     return 1;
   }
 
-  /** Runs the request; returns the bytes written to the writable buffers (status included). */
+  /** Runs a request other than a read or write; returns the bytes written to the writable buffers (status included). */
   private async serve(req: BlkRequest): Promise<number> {
-    const finish = (status: number, dataBytes = 0): number => {
-      if (status === C.VIRTIO_BLK_S_IOERR) this.counters.ioErrors++;
-      if (status === C.VIRTIO_BLK_S_UNSUPP) this.counters.unsupported++;
-      req.status[0] = status;
-      return dataBytes + 1;
-    };
     switch (req.type) {
-      case C.VIRTIO_BLK_T_IN: {
-        if (!this.inRange(req.sector, req.writeBytes)) return finish(C.VIRTIO_BLK_S_IOERR);
-        await scatter(req.writeData, req.sector * C.SECTOR_SIZE, (v, pos) => preadFull(this.fd, v, pos));
-        this.counters.reads++;
-        this.counters.bytesRead += req.writeBytes;
-        return finish(C.VIRTIO_BLK_S_OK, req.writeBytes);
-      }
-      case C.VIRTIO_BLK_T_OUT: {
-        if (this.opts.readOnly || !this.inRange(req.sector, req.readBytes)) return finish(C.VIRTIO_BLK_S_IOERR);
-        await scatter(req.readData, req.sector * C.SECTOR_SIZE, (v, pos) => pwriteFull(this.fd, v, pos));
-        this.counters.writes++;
-        this.counters.bytesWritten += req.readBytes;
-        return finish(C.VIRTIO_BLK_S_OK);
-      }
       case C.VIRTIO_BLK_T_FLUSH:
         if (!this.opts.readOnly) await fdatasync(this.fd);
         this.counters.flushes++;
-        return finish(C.VIRTIO_BLK_S_OK);
+        return this.finish(req, C.VIRTIO_BLK_S_OK);
       case C.VIRTIO_BLK_T_GET_ID: {
         let n = 0;
         for (const b of req.writeData) {
@@ -266,13 +271,13 @@ export class BlkBackend implements DeviceBackend {
           n += k;
         }
         this.counters.getIds++;
-        return finish(C.VIRTIO_BLK_S_OK, n);
+        return this.finish(req, C.VIRTIO_BLK_S_OK, n);
       }
       case C.VIRTIO_BLK_T_DISCARD:
       case C.VIRTIO_BLK_T_WRITE_ZEROES:
-        return finish(await this.discardOrZero(req));
+        return this.finish(req, await this.discardOrZero(req));
       default:
-        return finish(C.VIRTIO_BLK_S_UNSUPP);
+        return this.finish(req, C.VIRTIO_BLK_S_UNSUPP);
     }
   }
 
@@ -344,7 +349,7 @@ export class BlkBackend implements DeviceBackend {
     }
     const zeros = new Uint8Array(Math.min(len, 1 << 20));
     for (let done = 0; done < len; done += zeros.length) {
-      await pwriteFull(this.fd, zeros.subarray(0, Math.min(zeros.length, len - done)), off + done);
+      await transfer(fs.write, this.fd, [zeros.subarray(0, Math.min(zeros.length, len - done))], off + done);
     }
   }
 }
