@@ -25,7 +25,9 @@
 //     this machine's page cache, no event loop, no thread hops.
 // Also: the device's and the harness's CPU per request, kicks and interrupts
 // per request; at depth 1 the latency of every request (publication to the
-// driver seeing it used) as p50 / p99 / p99.9; the private memory of the
+// driver seeing it used) as p50 / p99 / p99.9, and the same for an idle
+// guest, one 4 KiB read every IDLE_GAP_MS, whose every request finds the
+// device asleep and kicks it (how a guest that is not busy sees the disk); the private memory of the
 // device process while it serves (guest-RAM memfd mapping excluded); and the
 // time from the launcher's spawn to the device's hello (ready), over
 // READY_STARTS starts, with the device's own clock at each step of its start,
@@ -60,6 +62,9 @@ const WARMUP_MS = 200;
 const MAX_DEPTH = 32;
 const MAX_BS = MiB;
 const READY_STARTS = 5;
+/** The idle guest's pause between its 4 KiB reads, and how long it reads (device, then the Node ceiling). */
+const IDLE_GAP_MS = 1;
+const IDLE_MS = 2000;
 /** The device's pool: one thread parked on the kick eventfd + 8 for I/O (launch.ts deviceEnv). The Node ceiling gets the same 8. */
 const IO_THREADS = 8;
 const CPUS = os.cpus().length;
@@ -155,7 +160,7 @@ function measureMemory(pid: number): Memory {
 }
 
 /** Runs one case through the device for `ms`, then lets the outstanding requests finish; with both processes' CPU time. */
-async function driveDevice(h: DeviceHarness, q: DriverQueue, slots: Slot[], c: Case, ms: number, extra: { midway?: () => void; latencies?: number[]; waitCall?: () => Promise<void> } = {}): Promise<DeviceResult> {
+async function driveDevice(h: DeviceHarness, q: DriverQueue, slots: Slot[], c: Case, ms: number, extra: { midway?: () => void; latencies?: number[]; waitCall?: () => Promise<void>; gapMs?: number } = {}): Promise<DeviceResult> {
   const cpu0 = { device: processCpuMs(h.pid), harness: process.cpuUsage() };
   const r = await runLoad(h.mem, q, slots, c, ms, { imageBytes: IMAGE_BYTES, completion: 'irq', ...extra });
   const hc = process.cpuUsage(cpu0.harness);
@@ -163,15 +168,15 @@ async function driveDevice(h: DeviceHarness, q: DriverQueue, slots: Slot[], c: C
 }
 
 /** The Node pread/pwrite ceiling: a child Node process with the device's I/O pool size, one run per request. */
-function startNodeCeiling(image: string): { run: (c: Case, ms: number, latencies?: number[]) => Promise<number>; stop: () => Promise<void> } {
+function startNodeCeiling(image: string): { run: (c: Case, ms: number, latencies?: number[], gapMs?: number) => Promise<number>; stop: () => Promise<void> } {
   const child = spawnTracked(process.execPath, ['--import', 'tsx', path.join(here, 'blk', 'direct.ts'), JSON.stringify({ image, imageBytes: IMAGE_BYTES })], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, UV_THREADPOOL_SIZE: String(IO_THREADS) },
   });
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   return {
-    async run(c, ms, latencies) {
-      child.stdin!.write(`${JSON.stringify({ op: c.op, bs: c.bs, depth: c.depth, random: c.random, ms, latencies: latencies !== undefined })}\n`);
+    async run(c, ms, latencies, gapMs) {
+      child.stdin!.write(`${JSON.stringify({ op: c.op, bs: c.bs, depth: c.depth, random: c.random, ms, latencies: latencies !== undefined, gapMs })}\n`);
       const r = await lines.next();
       if (r.done) throw new BenchError('the Node pread/pwrite ceiling process ended early');
       const x = JSON.parse(r.value as string) as { ops: number; seconds: number; latencyUs?: number[] };
@@ -229,6 +234,8 @@ interface ImageRun {
   results: CaseResult[];
   memory?: Memory;
   stats?: Record<string, number> | null;
+  /** An idle guest's reads (IDLE_GAP_MS apart): each one's latency, through the device and the Node ceiling, and the device's kicks per request. */
+  idle?: { device: number[]; node: number[]; kicksPerReq: number };
 }
 
 /** Runs `cases` against a device serving an image in a new folder under `parent`, each case `rounds` rounds side by side with both ceilings. */
@@ -269,8 +276,17 @@ async function benchImage(parent: string, cases: Case[], rounds: number, cLoop: 
       }
       results.push(r);
     }
+    let idle: ImageRun['idle'];
+    const read1 = cases.find((c) => c.name === '4k randread qd1');
+    if (full && read1) {
+      const device: number[] = [];
+      const nodeLatencies: number[] = [];
+      const d = await driveDevice(h, q!, slots, read1, IDLE_MS, { waitCall, latencies: device, gapMs: IDLE_GAP_MS });
+      await node.run(read1, IDLE_MS, nodeLatencies, IDLE_GAP_MS);
+      idle = { device, node: nodeLatencies, kicksPerReq: d.kicks / d.ops };
+    }
     const stats = await h.stats();
-    return { dir: parent, fsType, results, ...(memory ? { memory } : {}), stats };
+    return { dir: parent, fsType, results, ...(memory ? { memory } : {}), ...(idle ? { idle } : {}), stats };
   } finally {
     await node?.stop();
     irq?.close();
@@ -404,10 +420,15 @@ export async function run(): Promise<Figures> {
       const p99 = percentile(xs, 99);
       return [name, fmt(xs.length), fmt(p50), fmt(p99), fmt(percentile(xs, 99.9)), fmt(p99 / p50, 2)];
     };
+    const idle = main.idle;
     printTable(
       ['case', 'requests', 'p50 µs', 'p99 µs', 'p99.9 µs', 'p99 / p50'],
-      lat.flatMap((r) => [latencyRow(`${r.c.name}, device`, r.latencyUs!), latencyRow(`${r.c.name}, Node ceiling`, r.nodeLatencyUs ?? [])]),
+      [
+        ...lat.flatMap((r) => [latencyRow(`${r.c.name}, device`, r.latencyUs!), latencyRow(`${r.c.name}, Node ceiling`, r.nodeLatencyUs ?? [])]),
+        ...(idle ? [latencyRow(`idle: 4k read every ${IDLE_GAP_MS} ms, device`, idle.device), latencyRow(`idle: 4k read every ${IDLE_GAP_MS} ms, Node ceiling`, idle.node)] : []),
+      ],
     );
+    if (idle) say(`idle: the device found ${fmt(idle.kicksPerReq * 100, 0)}% of these requests by their kick (its ring polling had given up), as a guest that is not busy makes it do`);
 
     let other: ImageRun | undefined;
     if (otherDir && !ONLY) {
@@ -463,6 +484,18 @@ export async function run(): Promise<Figures> {
       p50us: round(percentile(read1, 50), 0),
       p99us: round(percentile(read1, 99), 0),
       p999us: round(percentile(read1, 99.9), 0),
+      ...(idle
+        ? {
+            idle: {
+              gapMs: IDLE_GAP_MS,
+              kicksPerReq: round(idle.kicksPerReq, 3),
+              p50us: round(percentile(idle.device, 50), 0),
+              p99us: round(percentile(idle.device, 99), 0),
+              nodeP50us: round(percentile(idle.node, 50), 0),
+              nodeP99us: round(percentile(idle.node, 99), 0),
+            },
+          }
+        : {}),
     };
   } finally {
     removeTempDir(cDir);

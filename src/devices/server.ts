@@ -19,7 +19,7 @@
 // ≈ 130 µs, 4 KiB read ≈ 155 µs, 4 KiB reads at depth 32 ≈ 25k IOPS.
 import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
-import { FdWatcher, POLLIN } from '../sys/poll.js';
+import { EventfdReader } from '../sys/eventfd-reader.js';
 import type { ControlChannel } from '../ipc/channel.js';
 import { LatencyHistogram } from '../ipc/latency.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
@@ -62,8 +62,8 @@ const POLL_PROBE_EVERY = 16;
 
 export class DeviceServer {
   private queues: (ServedQueue | undefined)[] = [];
-  /** One per queue, made before the policy is installed; armed once the queue is first activated. */
-  private readonly kickWatchers: FdWatcher[];
+  /** One per queue, made before the policy is installed; started once the queue is first activated. */
+  private readonly kickReaders: EventfdReader[];
   private inFlight = 0;
   private resetPending = false;
   /** A reset that completes what is in flight: nothing new is taken meanwhile. */
@@ -86,10 +86,10 @@ export class DeviceServer {
     /** The in-flight record file, mapped (activate gives each queue its offset in it). */
     private readonly inflight: DataView | null = null,
   ) {
-    // A kick eventfd may be shared with whoever kicks (a vhost-user frontend
-    // reads it back when it takes the ring over), so it keeps its blocking
-    // mode: the device polls it on libuv's pool and reads it once ready.
-    this.kickWatchers = Array.from({ length: numQueues }, (_, i) => new FdWatcher(kickFd(i), (ev) => this.onKickReady(i, ev), { cancellable: false }));
+    this.kickReaders = Array.from(
+      { length: numQueues },
+      (_, i) => new EventfdReader(kickFd(i), (e) => this.log.error({ queue: i, err: e.message }, 'kick eventfd failed: queue no longer served')),
+    );
   }
 
   /** Sends hello and starts answering the core. */
@@ -282,21 +282,13 @@ export class DeviceServer {
     }
   }
 
-  /** Waits for the queue's kicks from now on (the watcher re-arms itself after each). */
+  /** Takes the queue's kicks from now on (read on the event loop: sys/eventfd-reader.ts). */
   private startKickReader(index: number): void {
-    const w = this.kickWatchers[index]!;
-    w.want(POLLIN);
+    this.kickReaders[index]!.start(() => this.onKickRead(index));
   }
 
-  private onKickReady(index: number, events: number): void {
-    const w = this.kickWatchers[index]!;
-    if (events & ~POLLIN) {
-      this.log.error({ queue: index, events }, 'kick eventfd failed: queue no longer served');
-      return;
-    }
-    libc.eventfdRead(kickFd(index)); // the count does not matter; EAGAIN when another reader took it
+  private onKickRead(index: number): void {
     this.counters.kicks++;
-    w.want(POLLIN);
     const sq = this.queues[index];
     if (sq && !sq.stopped) this.onKick(sq);
   }

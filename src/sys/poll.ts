@@ -15,11 +15,11 @@ export const POLLNVAL = 0x20;
 /**
  * Watches one fd. `want(events)` asks to be called back once with the
  * events that became ready (plus POLLERR/POLLHUP); a later `want` with other
- * events replaces the earlier interest. At most one poll is in flight.
- * A watcher whose interest changes while it waits (`cancellable`, the
- * default) polls a wake eventfd beside the fd; that eventfd must be made
- * before a seccomp policy forbids eventfd2. One that only ever waits for
- * the same event (a kick eventfd) needs none.
+ * events replaces the earlier interest. At most one poll is in flight; it
+ * polls a wake eventfd beside the fd, so that a change of interest cuts it
+ * short, and that eventfd must be made before a seccomp policy forbids
+ * eventfd2. (An eventfd that only has to be read is better watched on the
+ * event loop itself: eventfd-reader.ts.)
  */
 export class FdWatcher {
   /** struct pollfd[2]: { int fd; short events; short revents } — the watched fd, then the wake eventfd. */
@@ -33,9 +33,8 @@ export class FdWatcher {
   constructor(
     readonly fd: number,
     private readonly onReady: (events: number) => void,
-    opts: { cancellable?: boolean } = {},
   ) {
-    this.wakeFd = opts.cancellable === false ? -1 : eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
+    this.wakeFd = eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
   }
 
   /** Calls onReady once any of `events` (or an error or hang-up) is ready; 0 cancels the interest. */
@@ -55,7 +54,7 @@ export class FdWatcher {
   }
 
   private wake(): void {
-    if (this.wakeFd >= 0) eventfdWrite(this.wakeFd);
+    eventfdWrite(this.wakeFd);
   }
 
   private start(): void {
@@ -67,7 +66,7 @@ export class FdWatcher {
     this.fds[2] = this.wakeFd;
     this.shorts[6] = POLLIN;
     this.shorts[7] = 0;
-    poll_.async(this.fds, this.wakeFd >= 0 ? 2 : 1, -1, (err: unknown, n: number) => {
+    poll_.async(this.fds, 2, -1, (err: unknown, n: number) => {
       this.inFlight = false;
       if (this.closed) return;
       const woke = this.shorts[7]! !== 0;

@@ -3,9 +3,10 @@
 // directly with pread/pwrite from one Node process, through the libuv pool
 // (FileHandle.read/write promises, `depth` of them in flight). ../blk.ts runs
 // it as a child with the device's pool size and sends it one JSON line per
-// run on stdin: { op, bs, depth, random, ms, latencies? }; it answers each
+// run on stdin: { op, bs, depth, random, ms, latencies?, gapMs? }; it answers each
 // with { ops, seconds, latencyUs? } on stdout (latencyUs: each request's
-// time from its call to its answer, when asked: the ceiling's own tail).
+// time from its call to its answer, when asked: the ceiling's own tail;
+// gapMs: a pause after each request, as an idle guest makes).
 // argv[2]: { image, imageBytes }.
 import { open } from 'node:fs/promises';
 import readline from 'node:readline';
@@ -17,6 +18,7 @@ interface DirectRun {
   random: boolean;
   ms: number;
   latencies?: boolean;
+  gapMs?: number;
 }
 
 const { image, imageBytes } = JSON.parse(process.argv[2]!) as { image: string; imageBytes: number };
@@ -41,9 +43,9 @@ async function run(c: DirectRun): Promise<{ ops: number; seconds: number; latenc
         if (c.op === 'read') await fh.read(buf, 0, c.bs, nextPos());
         else await fh.write(buf, 0, c.bs, nextPos());
         ops++;
-        const now = performance.now();
-        latencyUs?.push((now - t) * 1000);
-        t = now;
+        latencyUs?.push((performance.now() - t) * 1000);
+        if (c.gapMs) await new Promise((resolve) => setTimeout(resolve, c.gapMs));
+        t = performance.now();
       }
     }),
   );

@@ -43,6 +43,8 @@ export interface LoadOptions {
   latencies?: number[];
   /** How to wait for an interrupt (completion 'irq'); default: a read of the call eventfd on libuv's pool (it must be blocking). */
   waitCall?: () => Promise<void>;
+  /** A pause (ms) after each completion before the next request: an idle guest, whose every request finds the device asleep. */
+  gapMs?: number;
 }
 
 /**
@@ -145,6 +147,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       midwayDone = true;
       opts.midway!();
     }
+    if (opts.gapMs) await new Promise((resolve) => setTimeout(resolve, opts.gapMs));
     old = q.availIdx;
     for (const u of used) {
       const slot = bySlot.get(u.id)!;
@@ -153,7 +156,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       if (issuedAt) opts.latencies!.push((now - issuedAt[u.id]!) * 1000);
       ops++;
       outstanding--;
-      if (now < deadline) {
+      if (performance.now() < deadline) {
         issue(slot);
         outstanding++;
       }
