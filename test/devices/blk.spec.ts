@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as C from '../../src/devices/blk/constants.js';
-import { INLINE_WRITE_MAX } from '../../src/devices/blk/backend.js';
+import { INLINE_WRITE_MAX, LARGE_READ } from '../../src/devices/blk/backend.js';
 import * as libc from '../../src/sys/libc.js';
 import { BlkDriver, DEVICE_TEST_SECCOMP, DeviceHarness, DeviceStartError, deviceEntry, type DriverQueue, type HarnessOptions, type PendingRequest } from '../../src/devices/harness/index.js';
 import { hasFeature, type NeedsResetMessage } from '../../src/ipc/messages.js';
@@ -112,6 +112,19 @@ describe('virtio-blk device process', function () {
       const s = await h.stats();
       assert.equal(s.writes, 2);
       assert.ok(s.inlineWrites === 1 || s.slowInlineWrites! > 0, 'the small write is served inline (unless a slow one held inline writes off)');
+    });
+    it('of the large reads taken at once, copies one inline and the others on the pool, all with their data', async () => {
+      const { d, q, h } = await blk({ queueSize: 64, memSize: 32 * 1024 * 1024 });
+      const want = pattern(IMAGE_BYTES, 1);
+      const len = LARGE_READ + 4096;
+      const sectors = [0, 1000, 2000, 3000];
+      const pending = sectors.map((sector) => d.add({ type: C.VIRTIO_BLK_T_IN, sector, inLen: len }));
+      q.kick(); // one kick: the device takes all four in one turn
+      const replies = await Promise.all(pending.map((p) => p.reply));
+      replies.forEach((r, i) => assert.deepEqual(r.data, want.subarray(sectors[i]! * 512, sectors[i]! * 512 + len)));
+      const s = await h.stats();
+      assert.equal(s.reads, 4);
+      assert.ok(s.inlineReads! <= 1, `${s.inlineReads} large reads of one turn were copied inline`);
     });
     it('serves an image in memory (a memfd, tmpfs: no RWF_NOWAIT) with reads and writes inline', async () => {
       const memfd = libc.memfdCreate('splitvm-test-image');
