@@ -65,7 +65,7 @@ const READY_STARTS = 5;
 /** The idle guest's pause between its 4 KiB reads, and how long it reads (device, then the Node ceiling). */
 const IDLE_GAP_MS = 1;
 const IDLE_MS = 2000;
-/** The device's pool: one thread parked on the kick eventfd + 8 for I/O (launch.ts deviceEnv). The Node ceiling gets the same 8. */
+/** The device's pool has 8 threads for I/O (launch.ts DEVICE_POOL_THREADS); the Node ceiling gets the same 8. */
 const IO_THREADS = 8;
 const CPUS = os.cpus().length;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -331,7 +331,7 @@ async function readyTimes(parent: string): Promise<ReadyTimes> {
       r.setUp.push(startMs.setUp);
       r.sealed.push(startMs.sealed);
       await h.close();
-      const node = await runToEnd(process.execPath, [...(DEVICE.nodeFlags ?? [...DEVICE_NODE_FLAGS, ...DEVICE_HEAP_FLAGS]), '-e', firstLine], 'node alone', 30_000, deviceEnv(1));
+      const node = await runToEnd(process.execPath, [...(DEVICE.nodeFlags ?? [...DEVICE_NODE_FLAGS, ...DEVICE_HEAP_FLAGS]), '-e', firstLine], 'node alone', 30_000, deviceEnv());
       r.nodeAlone.push(node.ms);
       r.nodeFirstLine.push(Number(node.stdout));
     }

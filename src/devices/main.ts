@@ -17,8 +17,8 @@ import type { DeviceBackend } from './backend.js';
 import { installPolicy } from './seccomp/index.js';
 import { DeviceServer } from './server.js';
 
-/** Pool threads needed besides one parked per kick eventfd. */
-const MIN_IO_THREADS = 2;
+/** Pool threads a device needs at least: one a backend may park in poll(2), one for I/O (the launcher gives more). */
+const MIN_POOL_THREADS = 2;
 
 function fatal(log: Logger | undefined, msg: string): never {
   if (log) log.fatal(msg);
@@ -76,8 +76,8 @@ async function main(): Promise<void> {
   process.on('unhandledRejection', (e) => fatal(log, `unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
 
   const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
-  if (!(poolSize >= config.numQueues + MIN_IO_THREADS)) {
-    fatal(log, `UV_THREADPOOL_SIZE must be at least ${config.numQueues + MIN_IO_THREADS} (one thread per queue's kick plus I/O); the launcher sets it`);
+  if (!(poolSize >= MIN_POOL_THREADS)) {
+    fatal(log, `UV_THREADPOOL_SIZE must be at least ${MIN_POOL_THREADS} (one for a backend's poll, one for I/O); the launcher sets it`);
   }
 
   let memory: GuestMemory;

@@ -3,20 +3,11 @@
 // publishes completions and raises interrupts. A malformed ring stops only
 // its queue and is reported as needs-reset; the process keeps answering.
 //
-// How kicks are awaited: each queue's kick eventfd is polled on libuv's
-// thread pool (src/sys/poll.ts, a koffi async call); when it is readable the
-// main loop reads it (never blocking) and drains the queue. The eventfd keeps
-// the blocking mode its maker gave it: a vhost-user frontend shares it, and
-// reads it back when it takes the ring over. We chose the pool over a worker
-// thread running epoll because it needs no second V8 isolate (several MiB of
-// private memory per device) and no message hop between threads; the cost is
-// one pool thread parked per queue, so the launcher sets UV_THREADPOOL_SIZE ≥
-// queues + the I/O parallelism wanted (main.ts checks it), and the process
-// must end with _exit (libc.exitNow): Node's own exit joins the pool
-// threads, which a parked poll never lets go.
-// Measured with the harness on a 2-CPU host (harness polling the used ring,
-// device and harness on the same cores): GET_ID round trip at queue depth 1
-// ≈ 130 µs, 4 KiB read ≈ 155 µs, 4 KiB reads at depth 32 ≈ 25k IOPS.
+// How kicks are awaited: the event loop reads each queue's kick eventfd
+// itself (src/sys/eventfd-reader.ts: one thread wake-up per kick, no pool
+// thread parked per queue) and drains the queue; after completing, it may
+// watch the available ring a little while instead (pollAvail).
+// Its figures: npm run bench -- blk (README, "Benchmarks").
 import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
 import { EventfdReader } from '../sys/eventfd-reader.js';
@@ -88,7 +79,11 @@ export class DeviceServer {
   ) {
     this.kickReaders = Array.from(
       { length: numQueues },
-      (_, i) => new EventfdReader(kickFd(i), (e) => this.log.error({ queue: i, err: e.message }, 'kick eventfd failed: queue no longer served')),
+      (_, i) =>
+        new EventfdReader(kickFd(i), (e) => {
+          this.log.error({ queue: i, err: e.message }, 'kick eventfd failed: queue no longer served');
+          this.needsReset(`kick eventfd failed: ${e.message}`, i);
+        }),
     );
   }
 

@@ -40,14 +40,17 @@ export class EventfdReader {
     const handle = new Pipe(constants.SOCKET);
     const err = handle.open(fd);
     if (err !== 0) throw new Error(`cannot watch eventfd ${fd} on the event loop (libuv error ${err})`);
-    this.socket = new net.Socket({ handle, readable: true, writable: false } as net.SocketConstructorOpts);
-    this.socket.pause();
+    // manualStart: a Socket made on a handle starts reading at once otherwise,
+    // and a reader must not take writes before start(): a spare device
+    // process holds the same kick eventfds as the one serving, and would
+    // steal its kicks.
+    this.socket = new net.Socket({ handle, readable: true, writable: false, manualStart: true } as net.SocketConstructorOpts);
     this.socket.unref(); // what it waits for never ends a process by itself
     this.socket.on('error', (e) => this.onError(e));
     this.socket.on('end', () => this.onError(new Error(`eventfd ${fd} reached its end`)));
   }
 
-  /** Calls `onWrite` once for each read of the counter (one or more writes), from now on; later calls do nothing. */
+  /** Reads the counter from now on (not before), calling `onWrite` once a read (one or more writes); later calls do nothing. */
   start(onWrite: () => void): void {
     if (this.started) return;
     this.started = true;

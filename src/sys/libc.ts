@@ -240,8 +240,8 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 const exit_ = libc.func('void _exit(int status)');
 /**
  * Ends the process at once (_exit: no atexit handlers). A device process uses
- * it because Node's normal exit joins libuv's pool threads, and those are
- * parked in blocking eventfd reads that may never return.
+ * it because Node's normal exit joins libuv's pool threads, and one may be
+ * parked in a poll(2) that never returns (sys/poll.ts: net's tap).
  */
 export function exitNow(status: number): never {
   exit_(status);

@@ -116,16 +116,21 @@ export { DEVICE_NODE_FLAGS };
  */
 export const DEVICE_HEAP_FLAGS = ['--max-semi-space-size=1'];
 /**
+ * libuv's pool in a device: 8 threads for disk and file I/O (blk, 9p), and
+ * one a backend may keep parked in poll(2) (net's tap, sys/poll.ts). Kicks
+ * take none: the event loop reads them (sys/eventfd-reader.ts).
+ */
+export const DEVICE_POOL_THREADS = 9;
+/**
  * The environment every device process gets (nothing of the core's): one
- * malloc arena (the policies rely on it); a libuv pool with a thread parked
- * on each queue's kick eventfd plus threads for disk I/O; and msgpackr
+ * malloc arena (the policies rely on it); its pool size; and msgpackr
  * without its native string decoder (msgpackr-extract), which speeds up
  * decoding long strings, and control messages have none, but finding and
  * loading it costs a device 5-10 ms of its start (measured: 18 ms to load
  * msgpackr with it, 7 ms without).
  */
-export function deviceEnv(numQueues: number): Record<string, string> {
-  return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(numQueues + 8), MSGPACKR_NATIVE_ACCELERATION_DISABLED: 'true' };
+export function deviceEnv(): Record<string, string> {
+  return { GLIBC_TUNABLES: DEVICE_GLIBC_TUNABLES, UV_THREADPOOL_SIZE: String(DEVICE_POOL_THREADS), MSGPACKR_NATIVE_ACCELERATION_DISABLED: 'true' };
 }
 
 const MiB = 1024 * 1024;
@@ -241,7 +246,7 @@ export async function launchDevice(opts: LaunchOptions): Promise<DeviceProcess> 
   // libuv leaves an 'ignore' slot above 2 closed; a null slot must be /dev/null (closed again once spawned)
   const devNull = opts.fds.includes(null) ? fs.openSync('/dev/null', 'r') : -1;
   const stdio: (number | 'ignore' | 'inherit' | 'pipe')[] = ['ignore', 'ignore', opts.ends?.log ?? opts.log ?? 'inherit', opts.ends?.control ?? 'pipe', ...opts.fds.map((fd) => fd ?? devNull)];
-  const env = deviceEnv(Math.max(0, Math.floor((opts.fds.length - 2) / 2)));
+  const env = deviceEnv();
 
   let child: ChildProcess;
   let status: Readable | null = null;

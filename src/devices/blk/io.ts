@@ -57,12 +57,16 @@ export function transfer(io: PositionedIo, fd: number, bufs: Uint8Array[], pos: 
       else resolve();
     };
     const piece = (buf: Buffer, done: number, at: number): void => {
-      io(fd, buf, done, Math.min(buf.length - done, MAX_IO), at + done, (err, n) => {
-        if (err) settle(err);
-        else if (n === 0) settle(new Error(`I/O at ${at + done} moved no bytes: past the end of the image`));
-        else if (done + n < buf.length) piece(buf, done + n, at);
-        else settle(null);
-      });
+      try {
+        io(fd, buf, done, Math.min(buf.length - done, MAX_IO), at + done, (err, n) => {
+          if (err) settle(err);
+          else if (n === 0) settle(new Error(`I/O at ${at + done} moved no bytes: past the end of the image`));
+          else if (done + n < buf.length) piece(buf, done + n, at);
+          else settle(null);
+        });
+      } catch (e) {
+        settle(e as Error); // refused before it started (Node's argument checks)
+      }
     };
     for (const b of bufs) {
       if (b.length > 0) {

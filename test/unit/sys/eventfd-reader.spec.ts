@@ -30,6 +30,9 @@ describe('EventfdReader', () => {
     const r = new EventfdReader(fd, (e) => errors.push(e));
     const flags = parseInt(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').match(/flags:\s+(\d+)/)![1]!, 8);
     assert.ok(flags & O_NONBLOCK, 'the eventfd is non-blocking once watched');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // nothing is read before start: a spare device process holds the same eventfds as the serving one
+    assert.match(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'), /eventfd-count:\s+3\b/);
     r.start(() => calls++);
     r.start(() => calls++); // a second start (a queue activated again) adds no second handler
     await until(() => calls === 1);
