@@ -48,7 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { PipeInterrupts, runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
-import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, deviceEnv } from '../../src/core/jail/launch.js';
+import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, DEVICE_POOL_THREADS, deviceEnv } from '../../src/core/jail/launch.js';
 import { BenchError, isMain, killChild, makeTempDir, median, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
@@ -65,8 +65,8 @@ const READY_STARTS = 5;
 /** The idle guest's pause between its 4 KiB reads, and how long it reads (device, then the Node ceiling). */
 const IDLE_GAP_MS = 1;
 const IDLE_MS = 2000;
-/** The device's pool has 8 threads for I/O (launch.ts DEVICE_POOL_THREADS); the Node ceiling gets the same 8. */
-const IO_THREADS = 8;
+/** The device's pool threads for I/O (all but the one a backend may park in poll: launch.ts DEVICE_POOL_THREADS); the Node ceiling gets as many. */
+const IO_THREADS = DEVICE_POOL_THREADS - 1;
 const CPUS = os.cpus().length;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TMPFS_MAGIC = 0x01021994;

@@ -147,7 +147,11 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       midwayDone = true;
       opts.midway!();
     }
-    if (opts.gapMs) await new Promise((resolve) => setTimeout(resolve, opts.gapMs));
+    let issueAt = now;
+    if (opts.gapMs) {
+      await new Promise((resolve) => setTimeout(resolve, opts.gapMs));
+      issueAt = performance.now();
+    }
     old = q.availIdx;
     for (const u of used) {
       const slot = bySlot.get(u.id)!;
@@ -156,7 +160,7 @@ export async function runLoad(mem: GuestMemory, q: DriverQueue, slots: Slot[], l
       if (issuedAt) opts.latencies!.push((now - issuedAt[u.id]!) * 1000);
       ops++;
       outstanding--;
-      if (performance.now() < deadline) {
+      if (issueAt < deadline) {
         issue(slot);
         outstanding++;
       }

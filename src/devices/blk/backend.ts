@@ -178,10 +178,7 @@ export class BlkBackend implements DeviceBackend {
       }
       return this.transferOnPool(req);
     }
-    return this.serve(req).then(
-      (written) => written,
-      () => this.finish(req, C.VIRTIO_BLK_S_IOERR),
-    );
+    return this.serve(req).catch(() => this.finish(req, C.VIRTIO_BLK_S_IOERR));
   }
 
   /** Sets the request's status; returns the bytes written to its writable buffers (data, then the status byte). */
