@@ -49,7 +49,7 @@ import { PipeInterrupts, runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
 import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, DEVICE_POOL_THREADS, deviceEnv } from '../../src/core/jail/launch.js';
-import { BenchError, isMain, killChild, makeTempDir, median, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
+import { BenchError, isMain, killChild, makeTempDir, median, percentile, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
 
@@ -217,13 +217,6 @@ function makeImage(image: string): number {
   const fd = fs.openSync(image, 'w+');
   for (let at = 0; at < IMAGE_BYTES; at += MiB) fs.writeSync(fd, chunk, 0, MiB, at);
   return fd;
-}
-
-/** The p-th percentile (0..100) of `xs`, nearest rank. */
-function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = Float64Array.from(xs).sort();
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 const ratios = (r: CaseResult): number[] => r.device.map((d, i) => d / r.node[i]!);

@@ -18,19 +18,31 @@
 //     the ceiling being a Node process reading and parsing the same framed
 //     stream directly. Counted in received frames.
 // Frames: 64 bytes (packets/s), 1500 and 64 KiB (Gbit/s; 64 KiB frames are
-// plain, without a GSO header). Also: the private memory (Private_Clean +
+// plain, without a GSO header).
+//   guest rx latency: an idle link, one 64-byte frame each RX_GAP_MS written
+//     to passt's end of the socketpair, to the driver seeing it used, woken
+//     by its interrupt (a pipe its event loop watches, as a halted vCPU): the
+//     device finds every frame asleep. The ceiling: a Node process that
+//     reads the same socket on its event loop and writes a pipe for each
+//     read — the two wake-ups across processes any process in the middle costs.
+// Also: the private memory (Private_Clean +
 // Private_Dirty, smaps_rollup) of one serving device process. The last line
 // (with --json) is one JSON object with every case.
 //   npm run bench -- net        or   node --import tsx scripts/bench/net.ts
+//   NET_BENCH_ONLY=rx-latency runs the latency case alone; NET_BENCH_ENTRY=dist/old/device/main.cjs
+//   runs another build of the device (inside dist/): before/after figures.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as C from '../../src/devices/net/constants.js';
 import { IovecList, readv, writev } from '../../src/sys/iovec.js';
 import * as libc from '../../src/sys/libc.js';
-import { BenchError, isMain, killChild, median, printTable, runStandalone, say, spawnTracked, type Figures } from './lib.js';
+import { PipeInterrupts } from './blk/load.js';
+import { BenchError, isMain, killChild, median, percentile, printTable, runStandalone, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-net device process (jailed, seccomp enforced) driven from the host, vs one Node process on the same fd';
 
@@ -41,6 +53,11 @@ const RX_BUF = 4096;
 const IFF_MULTI_QUEUE = 0x0100;
 const SIZES = [64, 1500, 65536] as const;
 const MAC = '02:53:50:00:00:07';
+/** The rx latency case: frames, and the pause before each. */
+const RX_LAT_FRAMES = Number(process.env.NET_BENCH_LAT_FRAMES ?? 1500);
+const RX_GAP_MS = 1;
+/** The device build to run (default: the launcher's). */
+const DEVICE = process.env.NET_BENCH_ENTRY ? { entry: path.resolve(process.env.NET_BENCH_ENTRY) } : {};
 const here = fileURLToPath(import.meta.url);
 
 interface CaseResult {
@@ -137,6 +154,13 @@ function childSockRead(ms: number): void {
   process.stdout.write(`${frames}\n`);
 }
 
+/** The rx latency ceiling: reads the socket on fd 3 on its event loop, writes 8 bytes to the pipe on fd 4 for each read. */
+function childSockForward(): void {
+  const ping = Buffer.alloc(8, 1);
+  process.stdout.write('ready\n');
+  new net.Socket({ fd: 3, readable: true, writable: false }).on('data', () => fs.writeSync(4, ping));
+}
+
 // ---- the device side -----------------------------------------------------
 
 /** Keeps the transmit ring full of `len`-byte frames for `ms`; returns frames the tap took. */
@@ -200,6 +224,85 @@ async function deviceRx(h: DeviceHarness, rx: DriverQueue, ms: number, onWay?: (
   }
   return (await h.stats()).rxFrames! - before;
 }
+/** A 64-byte frame in passt's framing. */
+function framed64(): Buffer {
+  const one = Buffer.alloc(4 + 64);
+  one.writeUInt32BE(64);
+  Buffer.from(frame(64)).copy(one, 4);
+  return one;
+}
+
+/** Writes RX_LAT_FRAMES frames to `fd`, RX_GAP_MS apart, each once `arrived` says the last arrived; returns each one's latency (µs). */
+async function pacedLatencies(fd: number, arrived: () => Promise<void>): Promise<number[]> {
+  const one = framed64();
+  const lat: number[] = [];
+  for (let i = 0; i < RX_LAT_FRAMES; i++) {
+    await new Promise((r) => setTimeout(r, RX_GAP_MS));
+    const t0 = performance.now();
+    fs.writeSync(fd, one);
+    await arrived();
+    lat.push((performance.now() - t0) * 1000);
+  }
+  return lat;
+}
+
+/** The device's rx latency on an idle link (passt framing over a socketpair). */
+async function deviceRxLatency(): Promise<number[]> {
+  const [ours, theirs] = libc.socketpair();
+  libc.setNonBlocking(theirs);
+  const d = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: theirs, queueSize: QUEUE_SIZE, memSize: 64 * MiB, logLevel: 'warn', callPipes: true, options: { backend: 'passt', mac: MAC, mtu: 1500, tapOffloads: 0 }, ...DEVICE });
+  libc.close(theirs);
+  const irq = new PipeInterrupts(libc.dup(d.callFds[0]!));
+  try {
+    const [rx] = d.activate();
+    const q = rx!;
+    const bufs = new Map<number, number>();
+    for (let k = 0; k < 64; k++) {
+      const a = d.alloc(RX_BUF, 64);
+      bufs.set(q.add([{ addr: a, len: RX_BUF, write: true }]), a);
+    }
+    q.publish();
+    q.kick();
+    return await pacedLatencies(ours, async () => {
+      for (;;) {
+        q.setUsedEvent(q.lastUsedIdx); // interrupt me at the next frame
+        if (q.usedIdx() !== q.lastUsedIdx) break;
+        await irq.wait();
+      }
+      const old = q.availIdx;
+      for (const u of q.takeUsed()) {
+        const a = bufs.get(u.id)!;
+        bufs.delete(u.id);
+        bufs.set(q.add([{ addr: a, len: RX_BUF, write: true }]), a);
+      }
+      q.publish();
+      if (q.kickNeeded(old)) q.kick();
+    });
+  } finally {
+    irq.close();
+    libc.close(ours);
+    await d.close();
+  }
+}
+
+/** The same through one Node process reading the socket and writing a pipe. */
+async function nodeRxLatency(): Promise<number[]> {
+  const [ours, theirs] = libc.socketpair();
+  const [pipeRd, pipeWr] = libc.pipe();
+  const c = child('sock-forward', [], [theirs, pipeWr]);
+  libc.close(theirs);
+  libc.close(pipeWr);
+  const irq = new PipeInterrupts(pipeRd);
+  try {
+    await c.out;
+    return await pacedLatencies(ours, irq.wait);
+  } finally {
+    irq.close();
+    libc.close(ours);
+    await killChild(c.proc);
+  }
+}
+
 /** Receive buffer address by head. */
 const slotOf = new Map<number, number>();
 
@@ -208,9 +311,8 @@ function privateKiB(pid: number): number {
   return ['Private_Clean', 'Private_Dirty'].reduce((s, f) => s + Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? 0), 0);
 }
 
-function child(role: string, args: string[], fd?: number): { out: Promise<number>; proc: ReturnType<typeof spawnTracked> } {
-  const stdio: ('ignore' | 'pipe' | 'inherit' | number)[] = ['ignore', 'pipe', 'inherit'];
-  if (fd !== undefined) stdio.push(fd);
+function child(role: string, args: string[], fds: number | number[] = []): { out: Promise<number>; proc: ReturnType<typeof spawnTracked> } {
+  const stdio: ('ignore' | 'pipe' | 'inherit' | number)[] = ['ignore', 'pipe', 'inherit', ...[fds].flat()];
   const proc = spawnTracked(process.execPath, ['--import', 'tsx', here, role, ...args], { stdio });
   const lines = readline.createInterface({ input: proc.stdout! });
   const out = new Promise<number>((resolve, reject) => {
@@ -229,7 +331,12 @@ export async function run(): Promise<Figures> {
   const tap = `svbench${process.pid % 100000}`;
   const results: CaseResult[] = [];
   let memoryKiB = 0;
+  if (DEVICE.entry) say(`device: ${DEVICE.entry}`);
   say(`${ROUNDS} rounds of ${ROUND_MS} ms per case, device and ceiling alternating; ${fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? '?'} CPUs`);
+
+  // ---- guest rx latency on an idle link (device, then the ceiling) ----
+  const latency = { device: await deviceRxLatency(), node: await nodeRxLatency() };
+  if (process.env.NET_BENCH_ONLY === 'rx-latency') return latencyFigures(latency);
 
   // ---- guest tx through a tap ----
   const tapFd = openTapQueue(tap);
@@ -237,7 +344,7 @@ export async function run(): Promise<Figures> {
   try {
     fs.writeFileSync(`/proc/sys/net/ipv6/conf/${tap}/disable_ipv6`, '1');
     execFileSync('ip', ['link', 'set', tap, 'up']);
-    h = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: tapFd, queueSize: QUEUE_SIZE, memSize: 64 * MiB, logLevel: 'warn', options: { backend: 'tap', mac: MAC, mtu: 1500, tapOffloads: 0 } });
+    h = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: tapFd, queueSize: QUEUE_SIZE, memSize: 64 * MiB, logLevel: 'warn', options: { backend: 'tap', mac: MAC, mtu: 1500, tapOffloads: 0 }, ...DEVICE });
     const [, tx] = h.activate();
     say(`tap ${tap}, device pid ${h.pid}, jailed, seccomp enforce`);
     const slots = Array.from({ length: QUEUE_SIZE }, () => h!.alloc(C.NET_HDR_BYTES + 65536, 64));
@@ -272,7 +379,7 @@ export async function run(): Promise<Figures> {
       {
         const [ours, theirs] = libc.socketpair();
         libc.setNonBlocking(theirs);
-        const d = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: theirs, queueSize: QUEUE_SIZE, memSize: 64 * MiB, logLevel: 'warn', options: { backend: 'passt', mac: MAC, mtu: 65520, tapOffloads: 0 } });
+        const d = await DeviceHarness.start({ kind: 'net', numQueues: 2, backendFd: theirs, queueSize: QUEUE_SIZE, memSize: 64 * MiB, logLevel: 'warn', options: { backend: 'passt', mac: MAC, mtu: 65520, tapOffloads: 0 }, ...DEVICE });
         libc.close(theirs);
         try {
           const [rx] = d.activate();
@@ -320,7 +427,17 @@ export async function run(): Promise<Figures> {
     const base = { case: r.name, ratio: Number((r.device / r.ceiling).toFixed(3)) };
     return r.len === 64 ? { ...base, pps: Math.round(r.device), ceilingPps: Math.round(r.ceiling) } : { ...base, gbps: Number(((r.device * r.len * 8) / 1e9).toFixed(3)), ceilingGbps: Number(((r.ceiling * r.len * 8) / 1e9).toFixed(3)) };
   });
-  return { cases, deviceMemoryMiB: Number((memoryKiB / 1024).toFixed(1)) };
+  return { cases, deviceMemoryMiB: Number((memoryKiB / 1024).toFixed(1)), ...latencyFigures(latency) };
+}
+
+/** Prints the rx latency table; returns its figures. */
+function latencyFigures(l: { device: number[]; node: number[] }): Figures {
+  say();
+  say(`guest rx latency on an idle link: a 64-byte frame every ${RX_GAP_MS} ms, from its write to passt's end of the socket to the driver seeing it used`);
+  const row = (name: string, xs: number[]): (string | number)[] => [name, fmt(xs.length), fmt(percentile(xs, 50)), fmt(percentile(xs, 99)), fmt(percentile(xs, 99.9))];
+  printTable(['case', 'frames', 'p50 µs', 'p99 µs', 'p99.9 µs'], [row('device', l.device), row('Node process reading the socket, writing a pipe', l.node)]);
+  const r = (xs: number[], p: number): number => Math.round(percentile(xs, p));
+  return { rxLatency: { p50us: r(l.device, 50), p99us: r(l.device, 99), p999us: r(l.device, 99.9), nodeP50us: r(l.node, 50), nodeP99us: r(l.node, 99), nodeP999us: r(l.node, 99.9) } };
 }
 
 const role = process.argv[2];
@@ -328,5 +445,6 @@ if (isMain(import.meta.url)) {
   if (role === 'tap-write') childTapWrite(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
   else if (role === 'sock-write') childSockWrite(Number(process.argv[3]));
   else if (role === 'sock-read') childSockRead(Number(process.argv[3]));
+  else if (role === 'sock-forward') childSockForward();
   else await runStandalone('net', run);
 }

@@ -4,13 +4,13 @@
 // its queue and is reported as needs-reset; the process keeps answering.
 //
 // How kicks are awaited: the event loop reads each queue's kick eventfd
-// itself (src/sys/eventfd-reader.ts: one thread wake-up per kick, no pool
+// itself (src/sys/loop-reader.ts: one thread wake-up per kick, no pool
 // thread parked per queue) and drains the queue; after completing, it may
 // watch the available ring a little while instead (pollAvail).
 // Its figures: npm run bench -- blk (README, "Benchmarks").
 import type { Logger } from 'pino';
 import * as libc from '../sys/libc.js';
-import { EventfdReader } from '../sys/eventfd-reader.js';
+import { LoopReader } from '../sys/loop-reader.js';
 import type { ControlChannel } from '../ipc/channel.js';
 import { LatencyHistogram } from '../ipc/latency.js';
 import { MAX_STATS_ENTRIES, hasFeature, type ActivateMessage, type CoreMessage } from '../ipc/messages.js';
@@ -54,7 +54,7 @@ const POLL_PROBE_EVERY = 16;
 export class DeviceServer {
   private queues: (ServedQueue | undefined)[] = [];
   /** One per queue, made before the policy is installed; started once the queue is first activated. */
-  private readonly kickReaders: EventfdReader[];
+  private readonly kickReaders: LoopReader[];
   private inFlight = 0;
   private resetPending = false;
   /** A reset that completes what is in flight: nothing new is taken meanwhile. */
@@ -80,7 +80,8 @@ export class DeviceServer {
     this.kickReaders = Array.from(
       { length: numQueues },
       (_, i) =>
-        new EventfdReader(kickFd(i), (e) => {
+        // 16 bytes: larger than the counter's 8, so each wake-up is one read(2) (loop-reader.ts).
+        new LoopReader(kickFd(i), new Uint8Array(16), (e) => {
           this.log.error({ queue: i, err: e.message }, 'kick eventfd failed: queue no longer served');
           this.needsReset(`kick eventfd failed: ${e.message}`, i);
         }),
@@ -277,9 +278,11 @@ export class DeviceServer {
     }
   }
 
-  /** Takes the queue's kicks from now on (read on the event loop: sys/eventfd-reader.ts). */
+  /** Takes the queue's kicks from now on (read on the event loop: sys/loop-reader.ts). */
   private startKickReader(index: number): void {
-    this.kickReaders[index]!.start(() => this.onKickRead(index));
+    this.kickReaders[index]!.start(() => {
+      this.onKickRead(index);
+    });
   }
 
   private onKickRead(index: number): void {

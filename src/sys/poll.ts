@@ -19,7 +19,7 @@ export const POLLNVAL = 0x20;
  * polls a wake eventfd beside the fd, so that a change of interest cuts it
  * short, and that eventfd must be made before a seccomp policy forbids
  * eventfd2. (An eventfd that only has to be read is better watched on the
- * event loop itself: eventfd-reader.ts.)
+ * event loop itself: loop-reader.ts.)
  */
 export class FdWatcher {
   /** struct pollfd[2]: { int fd; short events; short revents } — the watched fd, then the wake eventfd. */

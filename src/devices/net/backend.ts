@@ -1,8 +1,9 @@
 // The virtio-net backend: a receive queue (0) that the backend pulls buffers
 // from as frames arrive, and a transmit queue (1) whose chains the server
 // hands over. Frames move through a FrameLink (tap or passt) on the
-// non-blocking backend fd; an FdWatcher (poll on libuv's pool) waits for it
-// when there is something to wait for, and only then:
+// non-blocking backend fd, waited for only when there is something to wait
+// for: readable on the event loop (the link's LoopReader), writable with an
+// FdWatcher (poll on libuv's pool; a full tap or socket is rare).
 //   receive: buffers are taken only when the guest has posted some; with
 //     none, the backend fd is not read (frames wait in the host kernel) until
 //     the guest kicks the receive queue. Without MRG_RXBUF a frame goes in
@@ -16,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { DeviceBackend, PulledQueue } from '../backend.js';
 import type { GuestMemory } from '../guest-memory.js';
-import { FdWatcher, POLLIN, POLLOUT } from '../../sys/poll.js';
+import { FdWatcher, POLLOUT } from '../../sys/poll.js';
 import { ioctl } from '../../sys/libc.js';
 import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_EVENT_IDX, type DescriptorChain } from '../virtio/queue.js';
 import { hasFeature } from '../../ipc/messages.js';
@@ -81,7 +82,8 @@ export class NetBackend implements DeviceBackend {
     mem: GuestMemory,
     private readonly log: Logger,
   ) {
-    this.link = opts.backend === 'tap' ? new TapLink(fd, mem) : new PasstLink(fd, mem);
+    const events = { readable: () => this.onReadable(), down: (e: LinkDown) => this.down(e) };
+    this.link = opts.backend === 'tap' ? new TapLink(fd, mem, events) : new PasstLink(fd, mem, events);
     this.mac = Uint8Array.from(opts.mac.split(':').map((h) => parseInt(h, 16)));
     let features =
       bit(C.VIRTIO_F_VERSION_1) + bit(VIRTIO_F_RING_EVENT_IDX) + bit(VIRTIO_F_INDIRECT_DESC) +
@@ -93,7 +95,7 @@ export class NetBackend implements DeviceBackend {
       for (const [flag, feature] of TAP_GUEST_OFFLOADS) if (opts.tapOffloads & flag) features += bit(feature);
     }
     this.deviceFeatures = features;
-    this.watcher = new FdWatcher(fd, (events) => this.onReady(events));
+    this.watcher = new FdWatcher(fd, (events) => this.onWritable(events));
   }
 
   config(): Uint8Array {
@@ -136,8 +138,7 @@ export class NetBackend implements DeviceBackend {
   }
 
   kicked(): void {
-    this.rxWaiting = false; // new buffers: try the backend again
-    this.pumpRx();
+    this.onReadable(); // new buffers: try the backend again
   }
 
   reset(): void {
@@ -148,7 +149,7 @@ export class NetBackend implements DeviceBackend {
     this.reserveBytes = 0;
     this.rxWaiting = false;
     for (const t of this.txQueue.splice(0)) t.done(0);
-    this.watcher.want(0);
+    this.updateInterest();
   }
 
   /** A replacement for a dead device process: the link is down. */
@@ -208,18 +209,24 @@ export class NetBackend implements DeviceBackend {
     }
   }
 
-  private onReady(events: number): void {
-    if (events & POLLOUT) this.flushTx();
-    if (events & ~POLLOUT) {
-      this.rxWaiting = false;
-      this.pumpRx();
-    }
+  /** The fd is writable, or failed (POLLERR, POLLHUP: the next read or write finds out how). */
+  private onWritable(events: number): void {
+    this.flushTx();
+    if (events & ~POLLOUT) this.onReadable();
+    else this.updateInterest();
+  }
+
+  /** The link has something to read (or its fd failed). */
+  private onReadable(): void {
+    this.rxWaiting = false;
+    this.pumpRx();
     this.updateInterest();
   }
 
   private updateInterest(): void {
-    if (!this.linkUp) return this.watcher.want(0);
-    this.watcher.want((this.rxWaiting ? POLLIN : 0) | (this.txQueue.length > 0 ? POLLOUT : 0));
+    const up = this.linkUp && this.rx !== null;
+    this.link.waitReadable(up && this.rxWaiting);
+    this.watcher.want(this.linkUp && this.txQueue.length > 0 ? POLLOUT : 0);
   }
 
   /** Takes receive chains until a frame surely fits (or the guest has no more); false when there are none. */
@@ -318,7 +325,7 @@ export class NetBackend implements DeviceBackend {
     this.counters.linkDowns++;
     this.log.error({ err: e.message }, 'network backend gone: link down');
     this.flushTx(); // with the link down, waiting frames are dropped
-    this.watcher.want(0);
+    this.updateInterest();
     this.onConfigChanged();
   }
 }

@@ -3,6 +3,9 @@
 // blocks. Two kinds: tap (tap-link.ts) and passt's socket (passt-link.ts).
 // Both see guest buffers as zero-copy views with host addresses
 // (GuestMemory.hostAddress), for readv/writev straight to and from them.
+// Waiting for frames happens on the event loop (sys/loop-reader.ts): the
+// read that ends a wait lands in a buffer of the link's own, and the next
+// receive() hands those bytes over before it reads the fd itself.
 
 /** Where a received frame goes: the buffers of the receive chains taken so far, in order. */
 export interface RxTarget {
@@ -16,7 +19,17 @@ export const RX_AGAIN = 0;
 /** receive(): a frame came that does not fit the target; it was dropped. */
 export const RX_DROPPED = -1;
 
+/** What a link tells its owner. */
+export interface LinkEvents {
+  /** Waiting (waitReadable) is over: the next receive() has something. Waiting stops until asked again. */
+  readable(): void;
+  /** The backend hung up or failed while the link waited. */
+  down(e: LinkDown): void;
+}
+
 export interface FrameLink {
+  /** Waits for the backend fd to be readable (true), or stops waiting (false); see LinkEvents.readable. */
+  waitReadable(on: boolean): void;
   /**
    * Places the next frame, virtio-net header first (NET_HDR_BYTES; its
    * num_buffers is the caller's), in `target`. Returns the bytes placed,
@@ -43,6 +56,22 @@ export interface FrameLink {
 /** The backend hung up or failed: the link is down for good. */
 export class LinkDown extends Error {
   override name = 'LinkDown';
+}
+
+/** Copies `src` into the concatenation of `bufs`, from byte `at` of it on, as far as they reach. */
+export function scatter(bufs: Uint8Array[], src: Uint8Array, at = 0): void {
+  let from = 0;
+  for (const b of bufs) {
+    if (at >= b.length) {
+      at -= b.length;
+      continue;
+    }
+    const n = Math.min(b.length - at, src.length - from);
+    b.set(src.subarray(from, from + n), at);
+    from += n;
+    at = 0;
+    if (from === src.length) return;
+  }
 }
 
 /** Writes a little-endian u16 at `offset` of a frame scattered over `bufs`. */

@@ -5,11 +5,14 @@
 // a stream may take part of a frame. Receiving reads as much as the socket
 // has into a staging buffer (one system call for many small frames) and
 // copies each frame after a zeroed virtio-net header into the guest's buffers.
+// Waiting for bytes, the event loop reads them into a landing buffer, and
+// they join the staged ones.
 import type { GuestMemory } from '../guest-memory.js';
 import { EAGAIN, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, view } from '../../sys/libc.js';
 import { IovecList, readv, writev } from '../../sys/iovec.js';
+import { LoopReader } from '../../sys/loop-reader.js';
 import { MAX_GSO_FRAME, NET_HDR_BYTES } from './constants.js';
-import { LinkDown, RX_AGAIN, RX_DROPPED, type FrameLink, type RxTarget } from './link.js';
+import { LinkDown, RX_AGAIN, RX_DROPPED, scatter, type FrameLink, type LinkEvents, type RxTarget } from './link.js';
 
 const LEN_BYTES = 4;
 /** passt's own limit is 65520 bytes of MTU; anything longer is a broken stream. */
@@ -17,6 +20,7 @@ const MAX_FRAME = MAX_GSO_FRAME;
 const STAGE_BYTES = 4 * (LEN_BYTES + MAX_FRAME);
 /** What is left of an abandoned frame: at most a whole one. */
 const REST_BYTES = LEN_BYTES + MAX_FRAME;
+const ZERO_HDR = new Uint8Array(NET_HDR_BYTES);
 
 export class PasstLink implements FrameLink {
   private readonly iov = new IovecList();
@@ -36,11 +40,33 @@ export class PasstLink implements FrameLink {
   /** Bytes of the frame being sent already written (length word included). */
   private sent = 0;
   txRefused = 0;
+  /**
+   * Where the event loop's read lands while the link waits. Waiting starts
+   * only once receive() found no whole frame staged, so the staged rest of
+   * one (less than LEN_BYTES + MAX_FRAME) leaves room for all of it.
+   */
+  private readonly reader: LoopReader;
 
   constructor(
     private readonly fd: number,
     private readonly mem: GuestMemory,
-  ) {}
+    private readonly events: LinkEvents,
+  ) {
+    this.reader = new LoopReader(fd, new Uint8Array(LEN_BYTES + MAX_FRAME), (e) => events.down(new LinkDown(`reading from passt failed: ${e.message}`)));
+  }
+
+  waitReadable(on: boolean): void {
+    if (on) this.reader.start(this.onLanded);
+    else this.reader.pause();
+  }
+
+  private readonly onLanded = (n: number): void => {
+    this.reader.pause();
+    this.compact();
+    this.stage.set(this.reader.buffer.subarray(0, n), this.end);
+    this.end += n;
+    this.events.readable();
+  };
 
   receive(target: RxTarget): number {
     for (;;) {
@@ -52,7 +78,8 @@ export class PasstLink implements FrameLink {
           const frame = this.stage.subarray(this.start + LEN_BYTES, this.start + LEN_BYTES + len);
           this.start += LEN_BYTES + len;
           if (len + NET_HDR_BYTES > target.capacity) return RX_DROPPED;
-          copyFrame(frame, target.bufs);
+          scatter(target.bufs, ZERO_HDR);
+          scatter(target.bufs, frame, NET_HDR_BYTES);
           return len + NET_HDR_BYTES;
         }
       }
@@ -62,11 +89,7 @@ export class PasstLink implements FrameLink {
 
   /** Reads more of the stream; false when nothing is there now. */
   private fill(): boolean {
-    if (this.start > 0) {
-      this.stage.copyWithin(0, this.start, this.end);
-      this.end -= this.start;
-      this.start = 0;
-    }
+    this.compact();
     const iov = this.iov.clear();
     iov.push(this.base + this.end, STAGE_BYTES - this.end);
     const n = readv(this.fd, iov);
@@ -74,6 +97,14 @@ export class PasstLink implements FrameLink {
     if (n <= 0) throw new LinkDown(n === 0 ? 'passt closed its socket' : `reading from passt failed (errno ${-n})`);
     this.end += n;
     return true;
+  }
+
+  /** Moves the staged bytes to the stage's start. */
+  private compact(): void {
+    if (this.start === 0) return;
+    this.stage.copyWithin(0, this.start, this.end);
+    this.end -= this.start;
+    this.start = 0;
   }
 
   abandon(bufs: Uint8Array[], bytes: number): void {
@@ -136,26 +167,5 @@ export class PasstLink implements FrameLink {
     if (this.sent < LEN_BYTES + len) return false;
     this.sent = 0;
     return true;
-  }
-}
-
-/** Copies a zeroed virtio-net header and `frame` into `bufs`, in order. */
-function copyFrame(frame: Uint8Array, bufs: Uint8Array[]): void {
-  let hdr = NET_HDR_BYTES;
-  let at = 0;
-  for (const b of bufs) {
-    let pos = 0;
-    if (hdr > 0) {
-      const n = Math.min(hdr, b.length);
-      b.fill(0, 0, n);
-      hdr -= n;
-      pos = n;
-    }
-    if (pos < b.length && at < frame.length) {
-      const n = Math.min(b.length - pos, frame.length - at);
-      b.set(frame.subarray(at, at + n), pos);
-      at += n;
-    }
-    if (hdr === 0 && at === frame.length) return;
   }
 }
