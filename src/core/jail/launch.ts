@@ -117,8 +117,9 @@ export { DEVICE_NODE_FLAGS };
 export const DEVICE_HEAP_FLAGS = ['--max-semi-space-size=1'];
 /**
  * libuv's pool in a device: 8 threads for disk and file I/O (blk, 9p), and
- * one a backend may keep parked in poll(2) (net's tap, sys/poll.ts). Kicks
- * take none: the event loop reads them (sys/loop-reader.ts).
+ * one a backend may keep parked in poll(2) (net, while a full tap or socket
+ * cannot take its frames: sys/poll.ts). Kicks and incoming frames take none:
+ * the event loop reads them (sys/loop-reader.ts).
  */
 export const DEVICE_POOL_THREADS = 9;
 /**
