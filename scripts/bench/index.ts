@@ -10,7 +10,7 @@
 import { readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { BenchError, cleanupSync, jsonRequested, killAll, printJson, say, type Figures } from './lib.js';
+import { cleanupSync, isPlainFailure, jsonRequested, killAll, printJson, say, type Figures } from './lib.js';
 
 const ORDER = ['exit-cost', 'boot', 'memory'];
 const NOT_BENCHMARKS = new Set(['index', 'lib']);
@@ -65,9 +65,9 @@ async function main(): Promise<number> {
       figures.set(name, (await mod.run()) ?? {});
     } catch (e) {
       failed++;
-      const msg = e instanceof BenchError ? e.message : `internal error: ${(e as Error).stack ?? e}`;
+      const msg = isPlainFailure(e) ? e.message : `internal error: ${(e as Error).stack ?? e}`;
       process.stderr.write(`bench ${name}: ${msg}\n`);
-      figures.set(name, { error: e instanceof BenchError ? e.message : `internal error: ${(e as Error).message}` });
+      figures.set(name, { error: isPlainFailure(e) ? e.message : `internal error: ${(e as Error).message}` });
     } finally {
       await killAll();
       cleanupSync();

@@ -13,12 +13,16 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_CMDLINE, defaultGuest as buildDefaultGuest } from '../../src/core/cli.js';
 import { withHostKernelParams } from '../../src/core/quirks.js';
 import { repoRoot as findRepoRoot, which } from '../../src/sys/paths.js';
+import { DeviceStartError } from '../../src/devices/harness/index.js';
 
 export const repoRoot = findRepoRoot();
 export const splitvmBin = join(repoRoot, 'bin', 'splitvm.mjs');
 
 /** A failure worth one line: printed as "bench NAME: message", no stack trace. */
 export class BenchError extends Error {}
+
+/** Whether `e` is the host's state, told in one sentence (BenchError, a device that cannot start: bwrap missing, say), not a bug to show with its stack. */
+export const isPlainFailure = (e: unknown): e is Error => e instanceof BenchError || e instanceof DeviceStartError;
 
 // ---- Children and temporary files, always cleaned up ------------------------
 
@@ -302,7 +306,7 @@ export async function runStandalone(name: string, run: () => Promise<Figures>): 
     const figures = await run();
     if (jsonRequested()) printJson(new Map([[name, figures]]));
   } catch (e) {
-    process.stderr.write(`bench ${name}: ${e instanceof BenchError ? e.message : ((e as Error).stack ?? String(e))}\n`);
+    process.stderr.write(`bench ${name}: ${isPlainFailure(e) ? e.message : ((e as Error).stack ?? String(e))}\n`);
     process.exitCode = 1;
   } finally {
     cleanupSync();
