@@ -123,7 +123,9 @@ export class GuestMemory {
    * mapped (fromBuffers) or a view of something else.
    */
   hostAddress(view: Uint8Array): number {
-    for (const r of this.regions) {
+    // An indexed loop: per request, and under --jitless a for-of allocates an iterator result per step.
+    for (let i = 0; i < this.regions.length; i++) {
+      const r = this.regions[i]!;
       if (view.buffer === r.bytes.buffer && r.host >= 0) return r.host + (view.byteOffset - r.bytes.byteOffset);
     }
     throw new GuestMemoryError('view is not of mapped guest memory');

@@ -213,7 +213,10 @@ export class BlkBackend implements DeviceBackend {
   private iovecs(bufs: Uint8Array[]): IovecList | null {
     if (bufs.length > this.iov.capacity) return null;
     const iov = this.iov.clear();
-    for (const v of bufs) if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
+    for (let i = 0; i < bufs.length; i++) {
+      const v = bufs[i]!; // an indexed loop: under --jitless a for-of allocates an iterator result per step
+      if (v.length > 0) iov.push(Number(koffi.address(v)), v.length);
+    }
     return iov;
   }
 

@@ -68,7 +68,8 @@ export function transfer(io: PositionedIo, fd: number, bufs: Uint8Array[], pos: 
         settle(e as Error); // refused before it started (Node's argument checks)
       }
     };
-    for (const b of bufs) {
+    for (let i = 0; i < bufs.length; i++) {
+      const b = bufs[i]!; // an indexed loop: under --jitless a for-of allocates an iterator result per step
       if (b.length > 0) {
         pending++;
         piece(Buffer.from(b.buffer, b.byteOffset, b.byteLength), 0, pos);

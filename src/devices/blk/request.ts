@@ -25,7 +25,9 @@ export interface BlkRequest {
 export function gather(bufs: Uint8Array[], len: number): Uint8Array {
   const out = new Uint8Array(len);
   let got = 0;
-  for (const b of bufs) {
+  // Indexed loops here: they run per request, and under --jitless a for-of allocates an iterator result per step.
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i]!;
     if (got >= len) break;
     const n = Math.min(b.length, len - got);
     out.set(b.subarray(0, n), got);
@@ -38,7 +40,8 @@ export function gather(bufs: Uint8Array[], len: number): Uint8Array {
 /** The buffers of `bufs` after its first `skip` bytes (views, no copy). */
 export function skipBytes(bufs: Uint8Array[], skip: number): Uint8Array[] {
   const out: Uint8Array[] = [];
-  for (const b of bufs) {
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i]!;
     if (skip >= b.length) {
       skip -= b.length;
       continue;

@@ -294,7 +294,8 @@ export class NetBackend implements DeviceBackend {
     if (this.reserve.length === 1) return { bufs: this.reserve[0]!.writable, capacity: this.reserveBytes };
     const bufs: Uint8Array[] = [];
     let capacity = 0;
-    for (const c of this.reserve) {
+    for (let i = 0; i < this.reserve.length; i++) {
+      const c = this.reserve[i]!;
       if (bufs.length + c.writable.length > MAX_RX_BUFFERS) break;
       bufs.push(...c.writable);
       capacity += c.writableBytes;
@@ -309,12 +310,15 @@ export class NetBackend implements DeviceBackend {
     while (left > 0) left -= this.reserve[used++]!.writableBytes;
     setU16(this.reserve[0]!.writable, C.HDR_NUM_BUFFERS, used);
     left = n;
-    for (const chain of this.reserve.splice(0, used)) {
+    for (let i = 0; i < used; i++) {
+      const chain = this.reserve[i]!;
       const len = Math.min(left, chain.writableBytes);
       this.reserveBytes -= chain.writableBytes;
       left -= len;
       this.rx!.complete(chain, len);
     }
+    if (used === this.reserve.length) this.reserve.length = 0;
+    else this.reserve.splice(0, used);
     this.counters.rxFrames++;
     this.counters.rxBytes += n - C.NET_HDR_BYTES;
   }

@@ -6,6 +6,8 @@
 // Waiting for frames happens on the event loop (sys/loop-reader.ts): the
 // read that ends a wait lands in a buffer of the link's own, and the next
 // receive() hands those bytes over before it reads the fd itself.
+// Loops over a frame's buffers are indexed: under --jitless a for-of
+// allocates an iterator result per step, and these run per frame.
 
 /** Where a received frame goes: the buffers of the receive chains taken so far, in order. */
 export interface RxTarget {
@@ -61,7 +63,8 @@ export class LinkDown extends Error {
 /** Copies `src` into the concatenation of `bufs`, from byte `at` of it on, as far as they reach. */
 export function scatter(bufs: Uint8Array[], src: Uint8Array, at = 0): void {
   let from = 0;
-  for (const b of bufs) {
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i]!;
     if (at >= b.length) {
       at -= b.length;
       continue;
@@ -76,14 +79,9 @@ export function scatter(bufs: Uint8Array[], src: Uint8Array, at = 0): void {
 
 /** Writes a little-endian u16 at `offset` of a frame scattered over `bufs`. */
 export function setU16(bufs: Uint8Array[], offset: number, value: number): void {
-  const bytes = [value & 0xff, value >> 8];
-  let at = 0;
-  for (const b of bufs) {
-    for (let i = 0; i < 2; i++) {
-      const pos = offset + i - at;
-      if (pos >= 0 && pos < b.length) b[pos] = bytes[i]!;
-    }
-    at += b.length;
-    if (at >= offset + 2) return;
+  for (let i = 0, at = 0; i < bufs.length && at < offset + 2; at += bufs[i++]!.length) {
+    const b = bufs[i]!;
+    if (offset - at >= 0 && offset - at < b.length) b[offset - at] = value & 0xff;
+    if (offset + 1 - at >= 0 && offset + 1 - at < b.length) b[offset + 1 - at] = value >> 8;
   }
 }

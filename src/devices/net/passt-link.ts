@@ -152,7 +152,8 @@ export class PasstLink implements FrameLink {
     let skip = this.sent;
     if (skip < LEN_BYTES) iov.push(this.base + STAGE_BYTES + skip, LEN_BYTES - skip);
     skip = Math.max(0, skip - LEN_BYTES) + NET_HDR_BYTES;
-    for (const b of bufs) {
+    for (let i = 0; i < bufs.length; i++) {
+      const b = bufs[i]!;
       if (skip >= b.length) {
         skip -= b.length;
         continue;

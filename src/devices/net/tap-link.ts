@@ -54,7 +54,7 @@ export class TapLink implements FrameLink {
       return n;
     }
     const iov = this.iov.clear();
-    for (const b of target.bufs) if (b.length > 0) iov.push(this.mem.hostAddress(b), b.length);
+    pushAll(iov, this.mem, target.bufs);
     iov.push(this.spill, SPILL_BYTES); // the caller keeps target.bufs below MAX_RX_BUFFERS
     const n = readv(this.fd, iov);
     if (n === -EAGAIN) return RX_AGAIN;
@@ -68,12 +68,20 @@ export class TapLink implements FrameLink {
 
   send(bufs: Uint8Array[]): boolean {
     const iov = this.iov.clear();
-    for (const b of bufs) if (b.length > 0) iov.push(this.mem.hostAddress(b), b.length);
+    pushAll(iov, this.mem, bufs);
     const n = writev(this.fd, iov);
     if (n === -EAGAIN) return false;
     // EINVAL and friends: the tap refused this frame (a bad GSO header, too long); the next may be fine.
     if (n < 0 && n !== -5 && n !== -77 /* EIO, EBADFD: the tap is gone */) this.txRefused++;
     else if (n < 0) throw new LinkDown(`writing to the tap failed (errno ${-n})`);
     return true;
+  }
+}
+
+/** Appends the non-empty guest buffers `bufs` to `iov`, by their host addresses (an indexed loop: see link.ts). */
+function pushAll(iov: IovecList, mem: GuestMemory, bufs: Uint8Array[]): void {
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i]!;
+    if (b.length > 0) iov.push(mem.hostAddress(b), b.length);
   }
 }
