@@ -48,8 +48,9 @@ import { fileURLToPath } from 'node:url';
 import { PipeInterrupts, runLoad, type Slot } from './blk/load.js';
 import { DeviceHarness, MiB, type DriverQueue } from '../../src/devices/harness/index.js';
 import * as libc from '../../src/sys/libc.js';
-import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, DEVICE_POOL_THREADS, deviceEnv } from '../../src/core/jail/launch.js';
-import { BenchError, isMain, killChild, makeTempDir, median, percentile, printTable, removeTempDir, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
+import { DEVICE_HEAP_FLAGS, DEVICE_NODE_FLAGS, DEVICE_NOFILE, DEVICE_POOL_THREADS, deviceEnv, jailArgs } from '../../src/core/jail/launch.js';
+import { which } from '../../src/sys/paths.js';
+import { BenchError, isMain, killChild, makeTempDir, median, percentile, printTable, removeTempDir, repoRoot, round, runStandalone, runToEnd, say, spawnTracked, type Figures } from './lib.js';
 
 export const title = 'virtio-blk device process (jailed, seccomp enforced) driven from the host, vs pread/pwrite from Node and from C';
 
@@ -299,6 +300,8 @@ interface ReadyTimes {
   /** Node alone, in a device's environment: its first line (ms since its process began), and spawn to exit */
   nodeFirstLine: number[];
   nodeAlone: number[];
+  /** prlimit and bwrap with a device's jail running `true`: the jail's own cost. */
+  jailAlone: number[];
 }
 
 /**
@@ -307,12 +310,19 @@ interface ReadyTimes {
  * gets: empty but for deviceEnv (launch.ts). The bench's own environment
  * would not do: a variable such as NODE_EXTRA_CA_CERTS makes Node parse
  * certificates at start, 40-90 ms on our hosts, which a device never does.
+ * And as many of the jail alone: prlimit, then bwrap with a device's jail
+ * (jailArgs), running `true` instead of Node. Jail plus Node is the floor.
  */
 async function readyTimes(parent: string): Promise<ReadyTimes> {
   const dir = fs.mkdtempSync(path.join(parent, 'splitvm-bench-blk-ready-'));
   const fd = fs.openSync(path.join(dir, 'disk.img'), 'w+');
   fs.ftruncateSync(fd, 64 * MiB);
-  const r: ReadyTimes = { times: [], loaded: [], setUp: [], sealed: [], nodeFirstLine: [], nodeAlone: [] };
+  const r: ReadyTimes = { times: [], loaded: [], setUp: [], sealed: [], nodeFirstLine: [], nodeAlone: [], jailAlone: [] };
+  const prlimit = which('prlimit');
+  const bwrap = which('bwrap');
+  const trueBin = which('true');
+  if (!prlimit || !bwrap || !trueBin) throw new BenchError('prlimit, bwrap and true must be on PATH (scripts/host-packages.sh installs them)');
+  const jail = [`--nofile=${DEVICE_NOFILE}:${DEVICE_NOFILE}`, bwrap, ...jailArgs({ root: repoRoot, kind: 'blk', statusFd: 1, env: deviceEnv() }), '--', trueBin];
   const firstLine = 'process.stdout.write(String(process.uptime() * 1000))';
   try {
     for (let i = 0; i < READY_STARTS; i++) {
@@ -327,6 +337,7 @@ async function readyTimes(parent: string): Promise<ReadyTimes> {
       const node = await runToEnd(process.execPath, [...(DEVICE.nodeFlags ?? [...DEVICE_NODE_FLAGS, ...DEVICE_HEAP_FLAGS]), '-e', firstLine], 'node alone', 30_000, deviceEnv());
       r.nodeAlone.push(node.ms);
       r.nodeFirstLine.push(Number(node.stdout));
+      r.jailAlone.push((await runToEnd(prlimit, jail, 'the jail alone', 30_000, {})).ms);
     }
   } finally {
     fs.closeSync(fd);
@@ -453,6 +464,7 @@ export async function run(): Promise<Figures> {
       say(`  on the device's own clock (since its process began): code loaded ${ms(ready.loaded)}, set up ${ms(ready.setUp)}, policy installed ${ms(ready.sealed)};`);
       say(`  the rest is the launcher's spawn, prlimit, bwrap and the hello`);
       say(`  Node alone in a device's environment, alternated with them: first line at ${ms(ready.nodeFirstLine)}, spawn to exit ${ms(ready.nodeAlone)}`);
+      say(`  the jail alone (prlimit, bwrap with a device's jail, running true): ${ms(ready.jailAlone)}; with Node alone, the floor of ready: ${fmt(median(ready.jailAlone) + median(ready.nodeAlone), 1)} ms`);
     }
     say(`device counters at the end: ${JSON.stringify(main.stats)}`);
 
@@ -472,6 +484,7 @@ export async function run(): Promise<Figures> {
             deviceSealedMs: round(median(ready.sealed), 1),
             nodeFirstLineMs: round(median(ready.nodeFirstLine), 1),
             nodeAloneMs: round(median(ready.nodeAlone), 1),
+            jailAloneMs: round(median(ready.jailAlone), 1),
           }
         : {}),
       p50us: round(percentile(read1, 50), 0),

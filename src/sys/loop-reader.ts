@@ -11,23 +11,37 @@
 // one whose type libuv cannot tell (an eventfd is an anonymous inode, a tap a
 // character device). A libuv pipe handle takes any fd read(2) can serve, so
 // the fd is opened as one through process.binding('pipe_wrap') — the one
-// internal binding we use, on Node's allow-list for process.binding — and
-// read as a net.Socket whose reads land in the caller's buffer (the Socket's
-// `onread` option: no allocation per read). libuv stops after a read that
-// does not fill the buffer, so one read(2) per wake-up when the buffer is
-// larger than what comes at once (an eventfd's 8 bytes, a tap's one frame).
+// internal binding we use, on Node's allow-list for process.binding. Its
+// reads land in the caller's buffer (a net.Socket's `onread` option: no
+// allocation per read); the Socket only carries them and their errors, and
+// this class starts and stops the handle's reading itself (readStart,
+// readStop), not through the Socket's stream state, whose first resume reads
+// once more on the next tick whatever came in between. libuv stops after a
+// read that does not fill the buffer, so one read(2) per wake-up when the
+// buffer is larger than what comes at once (an eventfd's 8 bytes, a tap's
+// one frame).
 //
-// Opening it sets O_NONBLOCK on the fd's file description, which its other
+// The handle gets a duplicate of the fd: Node closes its fd on an end or a
+// read error, and the caller's own stays open and its number unreused.
+// Opening it sets O_NONBLOCK on the file description, which the fd's other
 // holders share: KVM ignores it, a vhost-user frontend (QEMU) makes its
 // eventfds non-blocking itself, and the core opens taps and passt's socket
-// non-blocking. Open it before a seccomp policy: opening sets the mode (ioctl
-// FIONBIO); reading then needs only epoll_ctl and read. The handle owns the
-// fd from then on: it is never closed but with the process, which it does
-// not keep alive by itself.
+// non-blocking. Make a reader before a seccomp policy (fcntl F_DUPFD_CLOEXEC,
+// ioctl FIONBIO); reading then needs only epoll_ctl and read. It does not
+// keep the process alive by itself.
 import net from 'node:net';
+import { dup } from './libc.js';
+
+interface PipeHandle {
+  open(fd: number): number;
+  readStart(): number;
+  readStop(): number;
+  /** Node's own record of whether the handle reads (it clears it when onread answers false). */
+  reading: boolean;
+}
 
 interface PipeBinding {
-  Pipe: new (type: number) => { open(fd: number): number };
+  Pipe: new (type: number) => PipeHandle;
   constants: { SOCKET: number };
 }
 
@@ -35,6 +49,7 @@ interface PipeBinding {
 export type OnRead = (n: number) => boolean | void;
 
 export class LoopReader {
+  private readonly handle: PipeHandle;
   private readonly socket: net.Socket;
   private onRead: OnRead | null = null;
   /** Whether the owner wants reads (started and not paused). */
@@ -43,22 +58,23 @@ export class LoopReader {
   private reading = false;
   private inCallback = false;
 
-  /** Takes `fd` over; reads land in `buffer`; `onError` hears of a read that failed or an end (the reader then stops). */
+  /** Reads (a duplicate of) `fd` into `buffer`; `onError` hears of a read that failed or an end (the reader then stops). */
   constructor(
     readonly fd: number,
     readonly buffer: Uint8Array,
     private readonly onError: (err: Error) => void,
   ) {
     const { Pipe, constants } = (process as unknown as { binding(name: 'pipe_wrap'): PipeBinding }).binding('pipe_wrap');
-    const handle = new Pipe(constants.SOCKET);
-    const err = handle.open(fd);
+    this.handle = new Pipe(constants.SOCKET);
+    const copy = dup(fd);
+    const err = this.handle.open(copy);
     if (err !== 0) throw new Error(`cannot watch fd ${fd} on the event loop (libuv error ${err})`);
     // manualStart: a Socket made on a handle starts reading at once otherwise,
     // and a reader must not take anything before start(): a spare device
     // process holds the same kick eventfds and backend fd as the one serving,
     // and would steal what is meant for it.
     this.socket = new net.Socket({
-      handle,
+      handle: this.handle,
       readable: true,
       writable: false,
       manualStart: true,
@@ -78,9 +94,11 @@ export class LoopReader {
   /** Reads again (after onRead returned false, or pause). */
   resume(): void {
     this.wanted = true;
-    if (!this.inCallback && !this.reading && this.onRead) {
+    if (!this.inCallback && !this.reading && this.onRead && !this.socket.destroyed) {
       this.reading = true;
-      this.socket.resume();
+      this.handle.reading = true;
+      const err = this.handle.readStart();
+      if (err !== 0) this.socket.destroy(new Error(`cannot read fd ${this.fd} (libuv error ${err})`));
     }
   }
 
@@ -89,7 +107,8 @@ export class LoopReader {
     this.wanted = false;
     if (!this.inCallback && this.reading) {
       this.reading = false;
-      this.socket.pause();
+      this.handle.reading = false;
+      if (!this.socket.destroyed) this.handle.readStop();
     }
   }
 
@@ -100,7 +119,7 @@ export class LoopReader {
     } finally {
       this.inCallback = false;
     }
-    // Returning false makes the Socket stop reading (readStop); resume() starts it again.
+    // Returning false makes Node stop the handle (readStop); resume() starts it again.
     this.reading = this.wanted;
     return this.wanted;
   }

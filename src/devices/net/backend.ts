@@ -70,7 +70,7 @@ export class NetBackend implements DeviceBackend {
   /** Receive chains taken and not yet filled, in order. */
   private reserve: DescriptorChain[] = [];
   private reserveBytes = 0;
-  /** The backend had nothing to read: wait for POLLIN before reading again. */
+  /** The backend had nothing to read: the link waits until it is readable before reading again. */
   private rxWaiting = false;
   private rxScheduled = false;
   private readonly txQueue: TxWaiting[] = [];

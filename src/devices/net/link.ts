@@ -16,7 +16,7 @@ export interface RxTarget {
   capacity: number;
 }
 
-/** receive(): nothing to read now (wait for POLLIN). */
+/** receive(): nothing to read now (waitReadable). */
 export const RX_AGAIN = 0;
 /** receive(): a frame came that does not fit the target; it was dropped. */
 export const RX_DROPPED = -1;

@@ -63,6 +63,11 @@ export class PasstLink implements FrameLink {
   private readonly onLanded = (n: number): void => {
     this.reader.pause();
     this.compact();
+    if (this.end + n > STAGE_BYTES) {
+      // Cannot happen while the link reads only when it waits (above); a bug must not overrun the stage.
+      this.events.down(new LinkDown(`passt's bytes do not fit the staging buffer (${this.end} staged, ${n} read)`));
+      return;
+    }
     this.stage.set(this.reader.buffer.subarray(0, n), this.end);
     this.end += n;
     this.events.readable();

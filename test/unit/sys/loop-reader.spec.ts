@@ -92,6 +92,31 @@ describe('LoopReader', () => {
     libc.close(ours);
   });
 
+  it('a start and a pause in the same turn read nothing, the first time too', async () => {
+    const [ours, theirs] = libc.socketpair();
+    const got: number[] = [];
+    const r = new LoopReader(theirs, new Uint8Array(64), (e) => assert.fail(e));
+    r.start((n) => void got.push(n));
+    r.pause(); // the net device: it waits, then a reset or the link going down stops the wait at once
+    fs.writeSync(ours, 'a frame');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(got, []);
+    r.resume();
+    await until(() => got.length === 1);
+    r.pause();
+    libc.close(ours);
+  });
+
+  it('reads a duplicate: the fd given stays open after the other end closes', async () => {
+    const [ours, theirs] = libc.socketpair();
+    const errors: Error[] = [];
+    new LoopReader(theirs, new Uint8Array(8), (e) => errors.push(e)).start(() => {});
+    libc.close(ours);
+    await until(() => errors.length > 0);
+    assert.ok(fs.existsSync(`/proc/self/fd/${theirs}`), "the caller's fd is still open");
+    libc.close(theirs);
+  });
+
   it('a pause and a resume inside the handler leave it reading; a pause alone stops it', async () => {
     const [ours, theirs] = libc.socketpair();
     const buf = new Uint8Array(8);
