@@ -154,11 +154,11 @@ function childSockRead(ms: number): void {
   process.stdout.write(`${frames}\n`);
 }
 
-/** The rx latency ceiling: reads the socket on fd 3 on its event loop, writes 8 bytes to the pipe on fd 4 for each read. */
+/** The rx latency ceiling: reads the socket on fd 3 on its event loop, writes 8 bytes to the pipe on fd 4 for each read; prints 0 once it reads. */
 function childSockForward(): void {
   const ping = Buffer.alloc(8, 1);
-  process.stdout.write('ready\n');
   new net.Socket({ fd: 3, readable: true, writable: false }).on('data', () => fs.writeSync(4, ping));
+  process.stdout.write('0\n');
 }
 
 // ---- the device side -----------------------------------------------------
@@ -294,7 +294,7 @@ async function nodeRxLatency(): Promise<number[]> {
   libc.close(pipeWr);
   const irq = new PipeInterrupts(pipeRd);
   try {
-    await c.out;
+    await c.out; // it reads
     return await pacedLatencies(ours, irq.wait);
   } finally {
     irq.close();

@@ -30,7 +30,7 @@
 // ioctl FIONBIO); reading then needs only epoll_ctl and read. It does not
 // keep the process alive by itself.
 import net from 'node:net';
-import { dup } from './libc.js';
+import { close, dup } from './libc.js';
 
 interface PipeHandle {
   open(fd: number): number;
@@ -68,7 +68,10 @@ export class LoopReader {
     this.handle = new Pipe(constants.SOCKET);
     const copy = dup(fd);
     const err = this.handle.open(copy);
-    if (err !== 0) throw new Error(`cannot watch fd ${fd} on the event loop (libuv error ${err})`);
+    if (err !== 0) {
+      close(copy);
+      throw new Error(`cannot watch fd ${fd} on the event loop (libuv error ${err})`);
+    }
     // manualStart: a Socket made on a handle starts reading at once otherwise,
     // and a reader must not take anything before start(): a spare device
     // process holds the same kick eventfds and backend fd as the one serving,

@@ -18,8 +18,8 @@ export const POLLNVAL = 0x20;
  * events replaces the earlier interest. At most one poll is in flight; it
  * polls a wake eventfd beside the fd, so that a change of interest cuts it
  * short, and that eventfd must be made before a seccomp policy forbids
- * eventfd2. (An eventfd that only has to be read is better watched on the
- * event loop itself: loop-reader.ts.)
+ * eventfd2. (An fd that only has to be read is better watched on the event
+ * loop itself: loop-reader.ts.)
  */
 export class FdWatcher {
   /** struct pollfd[2]: { int fd; short events; short revents } — the watched fd, then the wake eventfd. */

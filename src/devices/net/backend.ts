@@ -224,8 +224,7 @@ export class NetBackend implements DeviceBackend {
   }
 
   private updateInterest(): void {
-    const up = this.linkUp && this.rx !== null;
-    this.link.waitReadable(up && this.rxWaiting);
+    this.link.waitReadable(this.linkUp && this.rx !== null && this.rxWaiting);
     this.watcher.want(this.linkUp && this.txQueue.length > 0 ? POLLOUT : 0);
   }
 
